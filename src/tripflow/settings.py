@@ -1,0 +1,46 @@
+"""Settings from TRIPFLOW_* environment variables (see ARCHITECTURE.md, "Settings")."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob tripflow reads. Unset addresses mean "use the embedded service"."""
+
+    model_config = SettingsConfigDict(env_prefix="TRIPFLOW_", extra="ignore")
+
+    home: Path = Field(default=Path(".tripflow"), description="state of embedded services, logs")
+    pg_dsn: str | None = Field(default=None, description="PostgreSQL connection string")
+    kafka_bootstrap: str | None = Field(default=None, description="Kafka bootstrap servers")
+    topic: str = Field(default="tripclick_raw_logs", description="topic of raw click records")
+    lake_uri: str | None = Field(default=None, description="lake root (folder or s3://…)")
+
+    # Topic administration (ingestion issue).
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication: int | None = Field(default=None, ge=1, description="default min(3, brokers)")
+    topic_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+
+    # Port of the embedded PostgreSQL/broker when first started (0 = any free port).
+    pg_port: int = 0
+    broker_port: int = 0
+
+    @cached_property
+    def home_dir(self) -> Path:
+        """Absolute TRIPFLOW_HOME, created on first use."""
+        path = self.home.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def lake(self) -> str:
+        """Lake root: TRIPFLOW_LAKE_URI, else $TRIPFLOW_HOME/lake."""
+        return self.lake_uri or str(self.home_dir / "lake")
+
+
+def get_settings() -> Settings:
+    return Settings()
