@@ -1,1 +1,138 @@
-"""tripflow.services"""
+"""Embedded services: PostgreSQL and a Kafka-compatible broker, started by tripflow itself.
+
+`endpoints(settings)` is what every command calls: it returns the configured addresses,
+or starts the embedded services (when no address is set) and returns theirs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tripflow.services import broker, postgres
+from tripflow.settings import Settings
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    pg_dsn: str
+    kafka_bootstrap: str
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    address: str | None
+    up: bool
+    embedded: bool
+    note: str
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started; the message says what went wrong and what to do."""
+
+
+def _pg_paths(settings: Settings) -> postgres.PgPaths:
+    return postgres.PgPaths(settings.home_dir)
+
+
+def _broker_paths(settings: Settings) -> broker.BrokerPaths:
+    return broker.BrokerPaths(settings.home_dir)
+
+
+@contextmanager
+def _lock(settings: Settings) -> Iterator[None]:
+    """Serialise start/stop across processes sharing one TRIPFLOW_HOME."""
+    with (settings.home_dir / "services.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def up(settings: Settings, *, pg: bool = True, kafka: bool = True) -> list[str]:
+    """Start the embedded services that are not configured externally and not running.
+
+    Returns the names of the services started now (empty on a second call: idempotent).
+    """
+    started: list[str] = []
+    with _lock(settings):
+        try:
+            if pg and not settings.pg_dsn and postgres.start(_pg_paths(settings), settings.pg_port):
+                started.append("postgresql")
+        except (postgres.PostgresError, OSError) as err:
+            raise ServiceError(f"embedded PostgreSQL could not start: {err}") from err
+        try:
+            if kafka and not settings.kafka_bootstrap and broker.start(
+                _broker_paths(settings), settings.broker_port
+            ):
+                started.append("broker")
+        except (broker.BrokerError, OSError) as err:
+            raise ServiceError(f"embedded broker could not start: {err}") from err
+    return started
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop the embedded services this TRIPFLOW_HOME started; nothing else."""
+    stopped: list[str] = []
+    with _lock(settings):
+        if broker.stop(_broker_paths(settings)):
+            stopped.append("broker")
+        if postgres.stop(_pg_paths(settings)):
+            stopped.append("postgresql")
+    return stopped
+
+
+def pg_dsn(settings: Settings, *, start: bool = True) -> str:
+    """The PostgreSQL DSN: TRIPFLOW_PG_DSN, or the embedded server's (started if needed)."""
+    if settings.pg_dsn:
+        return settings.pg_dsn
+    if start:
+        up(settings, kafka=False)
+    url = postgres.dsn(_pg_paths(settings))
+    if url is None:
+        raise ServiceError("embedded PostgreSQL is not set up; run `tripflow services up`")
+    return url
+
+
+def kafka_bootstrap(settings: Settings, *, start: bool = True) -> str:
+    """Kafka bootstrap servers: TRIPFLOW_KAFKA_BOOTSTRAP, or the embedded broker's."""
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    if start:
+        up(settings, pg=False)
+    address = broker.bootstrap(_broker_paths(settings))
+    if address is None:
+        raise ServiceError("embedded broker is not set up; run `tripflow services up`")
+    return address
+
+
+def endpoints(settings: Settings) -> Endpoints:
+    return Endpoints(pg_dsn=pg_dsn(settings), kafka_bootstrap=kafka_bootstrap(settings))
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    """What is configured or running, and whether it answers; starts nothing."""
+    result: list[ServiceStatus] = []
+    if settings.pg_dsn:
+        result.append(ServiceStatus("postgresql", settings.pg_dsn,
+                                    postgres.answers(settings.pg_dsn), False,
+                                    "external (TRIPFLOW_PG_DSN)"))
+    else:
+        paths = _pg_paths(settings)
+        result.append(ServiceStatus("postgresql", postgres.dsn(paths), postgres.is_up(paths), True,
+                                    f"embedded, data in {paths.data}"))
+    if settings.kafka_bootstrap:
+        result.append(ServiceStatus("broker", settings.kafka_bootstrap,
+                                    broker.answers(settings.kafka_bootstrap), False,
+                                    "external (TRIPFLOW_KAFKA_BOOTSTRAP)"))
+    else:
+        bpaths = _broker_paths(settings)
+        result.append(ServiceStatus("broker", broker.bootstrap(bpaths), broker.is_up(bpaths), True,
+                                    "embedded tansu: messages are kept in memory only "
+                                    "(a restart loses them)"))
+    return result
+

@@ -1,0 +1,3 @@
+from tripflow.cli.main import app
+
+app(prog_name="tripflow")

@@ -1,0 +1,78 @@
+"""`tripflow services up | down | status` and `tripflow migrate`."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from tripflow import db, services
+from tripflow.cli.console import console, friendly_errors
+from tripflow.settings import get_settings
+
+app = typer.Typer(help="Start, stop and show the embedded PostgreSQL and broker.",
+                  no_args_is_help=True)
+
+
+@app.command()
+def up() -> None:
+    """Start the embedded services (idempotent) and apply the database migrations."""
+    settings = get_settings()
+    with friendly_errors():
+        started = services.up(settings)
+        applied = db.migrate(services.pg_dsn(settings))
+        db.prepare(settings)
+    for item in services.status(settings):
+        console.print(f"[green]✓[/] {item.name}: {_redact(item.address)} ({item.note})")
+    console.print(
+        f"started: {', '.join(started) or 'nothing (already up)'}; "
+        f"migrations applied now: {len(applied)}"
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop the embedded services this TRIPFLOW_HOME started (never anything else)."""
+    stopped = services.down(get_settings())
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Show each service's address and whether it answers; exit 1 when one is down."""
+    items = {item.name: item for item in services.status(get_settings())}
+    pg, broker = items["postgresql"], items["broker"]
+    if as_json:
+        print(json.dumps({
+            "pg_dsn": pg.address,
+            "kafka_bootstrap": broker.address,
+            "pg": "up" if pg.up else "down",
+            "broker": "up" if broker.up else "down",
+        }))
+    else:
+        table = Table("service", "state", "address", "note")
+        for item in items.values():
+            state = "[green]up[/]" if item.up else "[red]down[/]"
+            table.add_row(item.name, state, _redact(item.address) or "-", item.note)
+        console.print(table)
+    if not (pg.up and broker.up):
+        raise typer.Exit(1)
+
+
+def _redact(address: str | None) -> str | None:
+    """Hide a DSN's password on screen (`status --json` keeps it, for scripts)."""
+    if address and "://" in address and "@" in address:
+        scheme, rest = address.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return address
+
+
+def migrate() -> None:
+    """Apply the database migrations (every command does this itself when needed)."""
+    settings = get_settings()
+    with friendly_errors():
+        applied = db.migrate(services.pg_dsn(settings))
+    console.print(f"migrations applied now: {len(applied)} ({', '.join(applied) or 'up to date'})")

@@ -1,0 +1,108 @@
+"""Versioned migrations and the mart contract of spec/marts.md, read from the catalog."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tripflow import db
+
+# spec/marts.md: table → (columns in order, primary key columns in order)
+MARTS = {
+    "mart_session_analysis": (
+        ["session_id", "event_date", "click_count", "unique_docs", "first_click_ts",
+         "last_click_ts", "session_duration_sec"],
+        ["session_id", "event_date"],
+    ),
+    "mart_daily_traffic": (
+        ["event_date", "total_events", "unique_sessions", "unique_documents", "peak_hour"],
+        ["event_date"],
+    ),
+    "mart_clinical_areas": (
+        ["event_date", "clinical_area", "search_count", "unique_sessions"],
+        ["event_date", "clinical_area"],
+    ),
+    "mart_popular_documents": (
+        ["event_date", "document_id", "title", "view_count", "unique_sessions"],
+        ["event_date", "document_id"],
+    ),
+    "mart_realtime_traffic_minute": (
+        ["event_minute", "total_clicks", "unique_sessions", "unique_docs", "updated_at"],
+        ["event_minute"],
+    ),
+    "mart_realtime_top_docs_1h": (
+        ["snapshot_ts", "rank", "document_id", "title", "click_count", "unique_sessions"],
+        ["snapshot_ts", "rank"],
+    ),
+    "mart_realtime_clinical_trend_24h": (
+        ["snapshot_ts", "clinical_area", "click_count", "unique_sessions", "trend_pct"],
+        ["snapshot_ts", "clinical_area"],
+    ),
+    "mart_realtime_anomaly_sessions": (
+        ["detected_ts", "session_id", "window_start", "window_end", "click_count", "severity"],
+        ["detected_ts", "session_id"],
+    ),
+}
+
+
+def _catalog(dsn: str) -> dict:
+    with psycopg.connect(dsn) as conn:
+        columns = conn.execute(
+            """select table_name, column_name, data_type, numeric_precision, numeric_scale
+               from information_schema.columns where table_schema = 'public'
+               order by table_name, ordinal_position"""
+        ).fetchall()
+        keys = conn.execute(
+            """select tc.table_name, kcu.column_name
+               from information_schema.table_constraints tc
+               join information_schema.key_column_usage kcu
+                 on kcu.constraint_name = tc.constraint_name
+                and kcu.table_schema = tc.table_schema
+               where tc.table_schema = 'public' and tc.constraint_type = 'PRIMARY KEY'
+               order by tc.table_name, kcu.ordinal_position"""
+        ).fetchall()
+        applied = conn.execute(
+            "select version, name, checksum from tripflow.schema_migrations order by version"
+        ).fetchall()
+    return {"columns": columns, "keys": keys, "applied": applied}
+
+
+def test_marts_have_exactly_the_spec_columns_and_keys(pg_dsn: str) -> None:
+    catalog = _catalog(pg_dsn)
+    for table, (columns, key) in MARTS.items():
+        assert [c[1] for c in catalog["columns"] if c[0] == table] == columns, table
+        assert [k[1] for k in catalog["keys"] if k[0] == table] == key, table
+    types = {(c[0], c[1]): c[2:] for c in catalog["columns"]}
+    assert types[("mart_realtime_clinical_trend_24h", "trend_pct")] == ("numeric", 10, 2)
+    assert types[("mart_session_analysis", "first_click_ts")][0] == "timestamp with time zone"
+    assert types[("mart_daily_traffic", "event_date")][0] == "date"
+    assert types[("mart_popular_documents", "document_id")][0] == "bigint"
+    assert types[("mart_clinical_areas", "search_count")][0] == "bigint"
+
+
+def test_migrating_twice_changes_nothing(pg_dsn: str) -> None:
+    before = _catalog(pg_dsn)  # the fixture migrated once already
+    assert [row[0] for row in before["applied"]] == [m.version for m in db.migrations()]
+    assert db.migrate(pg_dsn) == []
+    assert _catalog(pg_dsn) == before
+
+
+def test_reader_can_select_marts_but_not_write(pg_dsn: str) -> None:
+    db.set_reader_password(pg_dsn, "reader-test-pw")
+    creds, _, rest = pg_dsn.partition("@")
+    scheme = creds.split("://")[0]
+    reader_dsn = f"{scheme}://{db.READER_ROLE}:reader-test-pw@{rest}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("insert into mart_daily_traffic values ('2016-01-01', 34, 3, 30, 0)")
+    with psycopg.connect(reader_dsn, autocommit=True) as conn:
+        for table in MARTS:
+            conn.execute(f"select * from {table}")
+        assert conn.execute("select total_events from mart_daily_traffic").fetchall() == [(34,)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("insert into mart_daily_traffic values ('2016-01-02', 1, 1, 1, 0)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("delete from mart_daily_traffic")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("create table public.sneaky (x int)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select * from tripflow.schema_migrations")
