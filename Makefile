@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/tripflow demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 
 test: lint
 	$(BIN)/pytest
