@@ -4,7 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tripflow-installed
 
-.PHONY: demo test lint install clean
+AIRFLOW_VENV  ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.tripflow-installed
+AIRFLOW_VERSION := 3.3.0
+
+.PHONY: demo test lint install clean airflow-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +18,25 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Airflow lives in its own virtualenv (its dependency tree is not tripflow's), with tripflow
+# installed beside it so DAG tasks can call it.
+$(AIRFLOW_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e .
+	touch $(AIRFLOW_STAMP)
+
+airflow-venv: $(AIRFLOW_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/tripflow demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
-	$(BIN)/pytest
+test: lint $(AIRFLOW_STAMP)
+	TRIPFLOW_AIRFLOW_VENV=$(abspath $(AIRFLOW_VENV)) $(BIN)/pytest
 
 clean:
 	-$(BIN)/tripflow services down
-	rm -rf $(VENV) .tripflow
+	rm -rf $(VENV) $(AIRFLOW_VENV) .tripflow
