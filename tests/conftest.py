@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +24,16 @@ SAMPLE_FILE = SHARED / "data" / "tripclick_sample_2016-01-01.jsonl"
 
 
 @pytest.fixture(scope="session")
-def services_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """TRIPFLOW_HOME of the session's embedded services, stopped at the end."""
-    home = tmp_path_factory.mktemp("tripflow-home")
+def services_home() -> Iterator[Path]:
+    """TRIPFLOW_HOME of the session's embedded services, stopped and removed at the end.
+
+    Outside pytest's own temp folder: pytest resets that folder to mode 0700 when another
+    session starts, which would lock out the PostgreSQL system user mid-run.
+    """
+    home = Path(tempfile.mkdtemp(prefix="tripflow-test-"))
     yield home
     services.down(Settings(home=home))
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
