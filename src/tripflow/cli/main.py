@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tripflow.cli import demo, services
+from tripflow.cli import demo, generate, produce, services
 
 app = typer.Typer(
     name="tripflow",
@@ -15,4 +15,6 @@ app = typer.Typer(
 )
 app.add_typer(services.app, name="services")
 app.command()(services.migrate)
+app.command()(generate.generate)
+app.command()(produce.produce)
 app.command()(demo.demo)
