@@ -33,8 +33,9 @@ def record(**fields: Any) -> bytes:
     return json.dumps(values).encode()
 
 
-def only_click(value: bytes, **kwargs: Any) -> dict[str, Any]:
-    result = parse_batch([value], read_ms=kwargs.pop("read_ms", READ_MS), **kwargs)
+def only_click(value: bytes) -> dict[str, Any]:
+    """The one click `value` parses to (fails the test if it is quarantined)."""
+    result = parse_batch([value], read_ms=READ_MS)
     assert result.quarantine.num_rows == 0, result.quarantine.to_pylist()
     (click,) = result.clicks.to_pylist()
     return click

@@ -16,6 +16,7 @@ How this module reads what the spec leaves open:
 
 from __future__ import annotations
 
+import codecs
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import IO
 
 import pyarrow as pa
+
+from tripflow.records.readers import is_archive
 
 ARTICLES_SCHEMA = pa.schema(
     [
@@ -36,8 +39,8 @@ ARTICLES_FILE_NAME = "allarticles.txt"
 HEADER = "id\ttitle\turl"
 
 # At most 18 digits, so that every id a line can start with fits int64.
-_RECORD_START = re.compile(r"\d{1,18}\t")
-_FOOTER = re.compile(r"\(\d+ rows? affected\)")
+_RECORD_START = re.compile(r"[0-9]{1,18}\t")
+_FOOTER = re.compile(r"\([0-9]+ rows? affected\)")
 _ROWS_PER_BATCH = 65_536
 
 Article = tuple[int, str | None, str | None]
@@ -47,7 +50,7 @@ def _text_lines(binary: IO[bytes]) -> Iterator[str]:
     # Split on b"\n" only: a lone "\r" inside a title is not a line break.
     for number, line in enumerate(binary):
         if number == 0:
-            line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, if any
+            line = line.removeprefix(codecs.BOM_UTF8)
         yield line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8", errors="replace")
 
 
@@ -100,10 +103,6 @@ def _table(articles: Iterable[Article]) -> pa.Table:
     return pa.Table.from_batches(batches, ARTICLES_SCHEMA)
 
 
-def _is_tar(path: Path) -> bool:
-    return path.name.endswith((".tar.gz", ".tgz", ".tar"))
-
-
 def read_articles(source: str | Path | IO[bytes]) -> pa.Table:
     """The catalogue as a table (document_id, title, url), in file order.
 
@@ -113,7 +112,7 @@ def read_articles(source: str | Path | IO[bytes]) -> pa.Table:
     if not isinstance(source, str | Path):
         return _table(_articles(_text_lines(source)))
     path = Path(source)
-    if not _is_tar(path):
+    if not is_archive(path):
         with path.open("rb") as binary:
             return _table(_articles(_text_lines(binary)))
     with tarfile.open(path, "r|*") as tar:

@@ -13,6 +13,7 @@ date order (the usual case) holds nothing.
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 import tarfile
@@ -24,15 +25,14 @@ from datetime import date
 from pathlib import Path
 from typing import IO
 
-_DAY_FILE = re.compile(r"(\d{4})-(\d{2})-(\d{2})\.json")
-_MONTH_FILE = re.compile(r"(\d{4})-(\d{2})\.json")
+_DAY_FILE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})\.json")
+_MONTH_FILE = re.compile(r"([0-9]{4})-([0-9]{2})\.json")
 # An explicitly named file only needs a date somewhere in its name (e.g. the sample
 # file "tripclick_sample_2016-01-01.jsonl").
-_DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2}))?")
+_DATE_IN_NAME = re.compile(r"([0-9]{4})-([0-9]{2})(?:-([0-9]{2}))?")
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 # Lines without a record: blank, or only the brackets/commas of an array-style file.
 _NO_RECORD = re.compile(rb"[\s\[\],]*")
-_BOM = b"\xef\xbb\xbf"
 
 
 def _date_or_none(year: str, month: str, day: str | None) -> date | None:
@@ -65,7 +65,8 @@ def _named_file_key(name: str) -> tuple[date, int, str] | None:
     return None
 
 
-def _is_tar(path: Path) -> bool:
+def is_archive(path: Path) -> bool:
+    """Whether a path names a tar archive (`logs.tar.gz`), by its suffix."""
     return path.name.endswith(_TAR_SUFFIXES)
 
 
@@ -108,7 +109,7 @@ def _collect(paths: Iterable[str | Path]) -> list[_LogFile]:
             raise FileNotFoundError(f"no such file or folder: {given}")
         if given.is_dir():
             found += _folder_log_files(given)
-        elif _is_tar(given):
+        elif is_archive(given):
             found += _archive_members(given)
         else:
             key = _named_file_key(given.name)
@@ -150,9 +151,9 @@ class _ArchiveReader:
 def _record_lines(name: str, content: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
     for number, line in enumerate(content):
         if number == 0:  # a file saved by a Windows tool may start with a byte-order mark
-            line = line.removeprefix(_BOM)
+            line = line.removeprefix(codecs.BOM_UTF8)
         line = line.rstrip(b"\r\n")
-        if not _NO_RECORD.fullmatch(line):
+        if line.startswith(b"{") or not _NO_RECORD.fullmatch(line):
             yield name, line
 
 
