@@ -34,11 +34,24 @@ def test_equal_times_keep_read_order() -> None:
     assert replay(ReorderBuffer(HOUR), pushes) == ["first", "second", "third"]
 
 
-def test_records_later_than_the_horizon_are_sent_as_soon_as_read() -> None:
+def test_records_later_than_the_horizon_are_sent_where_they_were_read() -> None:
     buffer: ReorderBuffer[str] = ReorderBuffer(horizon_ms=HOUR)
     pushes = [(0, "a"), (2 * HOUR, "b"), (3 * HOUR, "c"), (30 * MINUTE, "very late"),
               (4 * HOUR, "d")]
-    assert replay(buffer, pushes) == ["a", "b", "very late", "c", "d"]
+    assert replay(buffer, pushes) == ["a", "b", "c", "very late", "d"]
+
+
+def test_a_very_late_record_neither_comes_first_nor_anchors_the_schedule() -> None:
+    """A day file holding clicks from days before (late clicks) must not start the replay
+    at those clicks' time: the schedule would then run days of event time first."""
+    day = 24 * HOUR
+    buffer: ReorderBuffer[str] = ReorderBuffer(horizon_ms=day)
+    pushes = [(3 * day, "on time 1"), (3 * day + MINUTE, "on time 2"), (0, "3 days late"),
+              (3 * day + 2 * MINUTE, "on time 3")]
+    released = [pair for ms, item in pushes for pair in buffer.push(ms, item)]
+    released += list(buffer.drain())
+    assert released == [(3 * day, "on time 1"), (3 * day + MINUTE, "on time 2"),
+                        (3 * day + MINUTE, "3 days late"), (3 * day + 2 * MINUTE, "on time 3")]
 
 
 def test_bad_lines_keep_their_place_in_the_file() -> None:

@@ -1,5 +1,6 @@
 """Ingestion: replay TripClick log files into the raw-log topic (producer, replay
-clock, topic admin). `produce` is the one entry the CLI, the demo and Airflow call.
+clock, topic admin). `produce` is the one entry the CLI and the demo call; Airflow's
+replay splits a run per web server with `plan_replay` and `replay_server`.
 
 Names are imported on first use: a producer server process starts from
 `tripflow.ingestion.server` and should not pay for the reader's imports.
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
         TopicInfo,
         ensure_topic,
     )
+    from tripflow.ingestion.plan import plan_replay, replay_server
     from tripflow.ingestion.producer import Mode, ProduceProgress, ProduceSummary, produce
+    from tripflow.ingestion.replay import ReplayAnchor
 
 _HOME = {
     "BrokerUnreachable": "tripflow.ingestion.admin",
@@ -28,6 +31,9 @@ _HOME = {
     "ProduceProgress": "tripflow.ingestion.producer",
     "ProduceSummary": "tripflow.ingestion.producer",
     "produce": "tripflow.ingestion.producer",
+    "ReplayAnchor": "tripflow.ingestion.replay",
+    "plan_replay": "tripflow.ingestion.plan",
+    "replay_server": "tripflow.ingestion.plan",
 }
 
 __all__ = [
@@ -36,9 +42,12 @@ __all__ = [
     "Mode",
     "ProduceProgress",
     "ProduceSummary",
+    "ReplayAnchor",
     "TopicInfo",
     "ensure_topic",
+    "plan_replay",
     "produce",
+    "replay_server",
 ]
 
 

@@ -12,6 +12,12 @@ Shape of a run (`produce`):
 - Bulk: lines go to the servers in batches as fast as the brokers take them.
   Replay: one scheduler for all servers releases lines in event-time order through a
   bounded reorder buffer and hands each to its server when the replay clock says so.
+- A run may send only some servers' shares (`only_servers`): it still reads and
+  schedules every line, so that each line lands in the same share and (with a shared
+  `anchor`) at the same moment as in a full run, but starts processes only for its
+  servers and passes over the other lines. Runs of disjoint server sets that together
+  list every server send every line exactly once; with one ReplayAnchor they follow
+  one event-time schedule (see plan.py: one Airflow task per web server).
 - Every produce() is counted as sent, every delivery report as delivered or failed.
   Ctrl-C (or SIGTERM) stops reading, lets the servers flush what they hold, and reports.
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import operator
 import os
 import pickle
 import signal
@@ -60,7 +67,7 @@ from tripflow.ingestion.lines import (
     rebased_line,
     server_of,
 )
-from tripflow.ingestion.replay import ONE_DAY_MS, ReorderBuffer, ReplayClock
+from tripflow.ingestion.replay import ONE_DAY_MS, ReorderBuffer, ReplayAnchor, ReplayClock
 from tripflow.ingestion.server import ServerReport, ServerSpec, encode_batch, write_frame
 from tripflow.messaging.config import producer_config
 from tripflow.records.dedup import dedup_key
@@ -96,6 +103,7 @@ class ProduceProgress:
     file: str | None  # file being read
     event_ms: int | None  # replay: event time of the last line handed to a server
     stopping: bool  # interrupted: flushing what is in flight
+    skipped: int = 0  # read, but another run's share (only_servers)
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,11 @@ class ProduceSummary:
     first_event_ms: int | None = None  # replay: event-time span handed to the servers
     last_event_ms: int | None = None
     fatal_error: str | None = None  # a producer stopped for good (e.g. idempotence lost)
+    # Set when the run sent only these servers' shares; `skipped` lines were read but
+    # belong to the other servers (another run sends them). sent_per_server still has
+    # one entry per server (0 for those not run here).
+    only_servers: tuple[int, ...] | None = None
+    skipped: int = 0
 
     @property
     def unconfirmed(self) -> int:
@@ -133,19 +146,27 @@ class ProduceSummary:
 
     @property
     def ok(self) -> bool:
-        """Every line read was delivered, and the run was not cut short."""
+        """Every line read (of this run's share) was delivered, and the run was not cut
+        short."""
         return (not self.interrupted and self.fatal_error is None and self.failed == 0
-                and self.delivered == self.read)
+                and self.delivered == self.read - self.skipped)
 
     def line(self) -> str:
         """The one-line summary a run ends with."""
-        plural = "s" if self.servers != 1 else ""
+        if self.only_servers is None:
+            plural = "s" if self.servers != 1 else ""
+            who = f"{self.servers} server{plural}"
+        else:
+            plural = "s" if len(self.only_servers) != 1 else ""
+            who = f"server{plural} {','.join(map(str, self.only_servers))} of {self.servers}"
         text = (
             f"produced to {self.topic.name}: sent {self.sent:,}, delivered {self.delivered:,}, "
             f"failed {self.failed:,}, {self.records_per_s:,.0f} records/s "
             f"({self.mb_per_s:,.1f} MB/s) in {self.seconds:,.1f} s "
-            f"[{self.mode.value}, {self.servers} server{plural}]"
+            f"[{self.mode.value}, {who}]"
         )
+        if self.only_servers is not None:
+            text += f"; {self.skipped:,} lines left to the other servers"
         if self.interrupted:
             text += f"; interrupted after reading {self.read:,} lines"
         if self.unconfirmed:
@@ -265,6 +286,25 @@ def _resolve_rebase(rebase: str | datetime | None) -> tuple[bool, int | None]:
         raise IngestionError(f"--rebase takes 'now' or an ISO-8601 time, not {rebase!r}") from None
 
 
+def _chosen_servers(only_servers: Sequence[int] | None, servers: int) -> tuple[int, ...]:
+    """The servers this run sends for, in order (all of them by default)."""
+    if only_servers is None:
+        return tuple(range(servers))
+    chosen: set[int] = set()
+    for given in only_servers:
+        try:  # any integer (numpy's too), but not True/False or "1"
+            index = -1 if isinstance(given, bool) else operator.index(given)
+        except TypeError:
+            index = -1
+        if not 0 <= index < servers:
+            raise IngestionError(f"only_servers: {given!r} is not a server of this run "
+                                 f"(0 to {servers - 1} with --servers {servers})")
+        chosen.add(index)
+    if not chosen:
+        raise IngestionError("only_servers lists no server: nothing to send")
+    return tuple(sorted(chosen))
+
+
 def produce(
     paths: Sequence[str | Path] | str | Path,
     settings: Settings,
@@ -277,6 +317,8 @@ def produce(
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     reorder_horizon_ms: int = ONE_DAY_MS,
     stop: threading.Event | None = None,
+    only_servers: Sequence[int] | None = None,
+    anchor: ReplayAnchor | None = None,
 ) -> ProduceSummary:
     """Send every line of `paths` (day files, folders of them, logs.tar.gz) to
     settings.topic, creating the topic first if needed.
@@ -292,6 +334,14 @@ def produce(
         main thread); what is in flight is flushed and the summary says what arrived.
     reorder_horizon_ms: replay only; how late a record may be and still be put back in
         event-time order (memory holds that much event time of records).
+    only_servers: send only these servers' shares (lines still go to share
+        `xxh64(SessionId) % servers`); processes start for these servers only. Runs
+        whose lists together cover 0..servers-1 once send every line exactly once.
+    anchor: replay only; a schedule shared with other runs (ReplayAnchor): a record of
+        event time e is due at anchor.start_wall_ms + (e - first_event_ms) / speed,
+        and is rebased (when anchor.rebase_ms is set; then `rebase` must be None) to
+        rebase_ms + (e - first_event_ms) / speed. Records due before the run gets to
+        them are sent at once.
 
     Raises BrokerUnreachable (no broker within connect_timeout_s) or IngestionError
     (bad arguments or input) before anything is sent; records that fail to be
@@ -305,6 +355,14 @@ def produce(
     do_rebase, rebase_ms = _resolve_rebase(rebase)
     if do_rebase and mode is not Mode.REPLAY:
         raise IngestionError("--rebase only applies to --mode replay")
+    if anchor is not None:
+        if mode is not Mode.REPLAY:
+            raise IngestionError("a replay anchor only applies to --mode replay")
+        if do_rebase:  # one source of truth, so runs sharing the anchor cannot disagree
+            raise IngestionError("with a shared replay anchor, rebasing is set by "
+                                 "anchor.rebase_ms: leave rebase=None")
+        do_rebase = anchor.rebase_ms is not None
+    chosen = _chosen_servers(only_servers, servers)
     lines = _open_input([paths] if isinstance(paths, str | Path) else list(paths))
 
     overrides: dict[str, Any] = {
@@ -318,36 +376,46 @@ def produce(
     specs = [
         ServerSpec(i, settings.topic, producer_config(
             settings, **{**overrides, "client.id": f"tripflow-server-{i}"}), FLUSH_ON_STOP_S)
-        for i in range(servers)
+        for i in chosen
     ]
     # Started first: they boot while the topic is checked.
-    team = [_ServerProcess(spec) for spec in specs]
+    running = [_ServerProcess(spec) for spec in specs]
     try:
         topic = ensure_topic(settings, timeout_s=connect_timeout_s)
-        for server in team:
+        for server in running:
             server.wait_ready(SERVER_START_TIMEOUT_S)
     except BaseException:
-        for server in team:
+        for server in running:
             server.kill()
         raise
+    # By server index; None: another run's share (its lines are read and passed over).
+    team: list[_ServerProcess | None] = [None] * servers
+    for server in running:
+        team[server.index] = server
+    if anchor is not None:
+        late_s = (time.time_ns() // 1_000_000 - anchor.start_wall_ms) / 1000
+        if late_s > 1:
+            _log.warning("replay run started %.1f s after the shared start: what is "
+                         "already due is sent at once until it catches up", late_s)
 
     stopping = threading.Event()
     reading = _Reading()
     started = time.monotonic()
 
     def snapshot() -> ProduceProgress:
-        reports = [server.report for server in team]
+        reports = [server.report for server in running]
         return ProduceProgress(
             mode, servers, reading.read, sum(r.sent for r in reports),
             sum(r.delivered for r in reports), sum(r.failed for r in reports),
             time.monotonic() - started, reading.file, reading.last_event_ms, stopping.is_set(),
+            skipped=reading.skipped,
         )
 
     finished = threading.Event()
     interrupts = _Interrupts()
     watcher = threading.Thread(
         target=_watch, name="tripflow-produce-watch", daemon=True,
-        args=(progress, snapshot, finished, interrupts, stop, stopping, team),
+        args=(progress, snapshot, finished, interrupts, stop, stopping, running),
     )
     reports: list[ServerReport] = []
     input_error: Exception | None = None
@@ -356,6 +424,11 @@ def produce(
         try:
             if mode is Mode.BULK:
                 _feed_bulk(lines, team, stopping, reading)
+            elif anchor is not None:
+                # "Now" for the click test is the shared start, so every run sharing
+                # the anchor schedules (and rebases) the very same lines.
+                _feed_replay(lines, team, stopping, reading, ReplayClock(speed, anchor=anchor),
+                             do_rebase, reorder_horizon_ms, now_ms=anchor.start_wall_ms)
             else:
                 clock = ReplayClock(speed, rebase_ms)
                 _feed_replay(lines, team, stopping, reading, clock, do_rebase,
@@ -363,7 +436,7 @@ def produce(
         except _INPUT_ERRORS as err:
             input_error = err  # a file broke mid-way: what was read still gets delivered
         finally:
-            reports = [server.finish() for server in team]
+            reports = [server.finish() for server in running]
             finished.set()
             watcher.join()
     seconds = time.monotonic() - started
@@ -383,14 +456,18 @@ def produce(
     errors: Counter[str] = Counter()
     for report in reports:
         errors.update(report.errors)
+    sent_by_index = {server.index: report.sent
+                     for server, report in zip(running, reports, strict=True)}
     return ProduceSummary(
         topic=topic, mode=mode, servers=servers, read=reading.read,
         sent=sum(r.sent for r in reports), delivered=sum(r.delivered for r in reports),
         failed=sum(r.failed for r in reports), bytes_sent=sum(r.bytes for r in reports),
         seconds=seconds, interrupted=stopping.is_set(),
-        sent_per_server=tuple(r.sent for r in reports), errors=dict(errors),
+        sent_per_server=tuple(sent_by_index.get(i, 0) for i in range(servers)),
+        errors=dict(errors),
         first_event_ms=reading.first_event_ms, last_event_ms=reading.last_event_ms,
         fatal_error=next((r.fatal for r in reports if r.fatal), None),
+        only_servers=None if only_servers is None else chosen, skipped=reading.skipped,
     )
 
 
@@ -399,6 +476,7 @@ class _Reading:
     """How far the reader is, for progress (written by the reading thread only)."""
 
     read: int = 0
+    skipped: int = 0  # lines of servers this run does not send for
     file: str | None = None
     first_event_ms: int | None = None
     last_event_ms: int | None = None
@@ -420,9 +498,10 @@ def _open_input(paths: list[str | Path]) -> Iterator[tuple[str, bytes]]:
     return iter(()) if first is None else chain([first], lines)
 
 
-def _feed_bulk(lines: Iterable[tuple[str, bytes]], team: list[_ServerProcess],
+def _feed_bulk(lines: Iterable[tuple[str, bytes]], team: Sequence[_ServerProcess | None],
                stop: threading.Event, reading: _Reading) -> None:
-    """The load balancer of a bulk run: every line to its session's server, in order.
+    """The load balancer of a bulk run: every line to its session's server, in order
+    (a line of a server not run here, None in `team`, is counted and passed over).
 
     Works a chunk of lines at a time with comprehensions rather than one Python loop
     turn per line: at 10⁵ lines/s the loop's own bookkeeping is a real cost.
@@ -452,18 +531,22 @@ def _feed_bulk(lines: Iterable[tuple[str, bytes]], team: list[_ServerProcess],
                 for index in range(servers)
             ]
         for index, (share_values, share_keys, share_dedups) in enumerate(shares):
+            server = team[index]
+            if server is None:
+                reading.skipped += len(share_values)
+                continue
             batch_values, batch_keys, batch_dedups = pending[index]
             batch_values += share_values
             batch_keys += share_keys
             batch_dedups += share_dedups
             if len(batch_values) >= BATCH:
-                if not team[index].put(encode_batch(*pending[index])):
+                if not server.put(encode_batch(*pending[index])):
                     return
                 pending[index] = ([], [], [])
         if stop.is_set():
             return
     for server, batch in zip(team, pending, strict=True):
-        if batch[0] and not server.put(encode_batch(*batch)):
+        if server is not None and batch[0] and not server.put(encode_batch(*batch)):
             return
 
 
@@ -481,28 +564,40 @@ class _Scheduled:
     click: bool
 
 
-def _feed_replay(lines: Iterable[tuple[str, bytes]], team: list[_ServerProcess],
+def _feed_replay(lines: Iterable[tuple[str, bytes]], team: Sequence[_ServerProcess | None],
                  stop: threading.Event, reading: _Reading, clock: ReplayClock, rebase: bool,
-                 horizon_ms: int) -> None:
-    """The shared scheduler of a replay: lines in event-time order, each when due."""
+                 horizon_ms: int, *, now_ms: int | None = None) -> None:
+    """The shared scheduler of a replay: lines in event-time order, each when due.
+
+    Every line is read and buffered, also those of servers not run here (None in
+    `team`): the buffer then releases in the same order as in a full run, and those
+    lines are passed over without waiting. `now_ms`: the reading time that decides
+    which event times are plausible (default: now).
+    """
     servers = len(team)
     buffer: ReorderBuffer[_Scheduled] = ReorderBuffer(horizon_ms)
-    now_ms = time.time_ns() // 1_000_000
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
 
     def send(event_ms: int, item: _Scheduled) -> bool:
+        session_key = item.session_id.encode() if item.session_id is not None else None
+        server = team[server_of(item.line, session_key, servers)]
+        if server is None:
+            reading.skipped += 1
+            return True
         wait = clock.due(event_ms) - time.monotonic()
         if wait > 0 and stop.wait(wait):
             return False
         value, key = item.line, item.dedup_key
         if rebase and item.click:  # bad lines go as they are
-            new_ms = clock.rebased_ms(event_ms)
-            value = rebased_line(item.line, event_ms, new_ms)
+            # From its own event time: a click sent late keeps its (scaled) lateness.
+            original_ms: int = item.event_ms  # type: ignore[assignment]
+            new_ms = clock.rebased_ms(original_ms)
+            value = rebased_line(item.line, original_ms, new_ms)
             key = dedup_key(item.session_id, item.document_id, new_ms)  # type: ignore[arg-type]
-        session_key = item.session_id.encode() if item.session_id is not None else None
         if reading.first_event_ms is None:
             reading.first_event_ms = event_ms
         reading.last_event_ms = event_ms
-        server = team[server_of(item.line, session_key, servers)]
         return server.put(encode_batch([value], [session_key or b""],
                                        [key.encode() if key is not None else b""]))
 
