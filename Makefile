@@ -8,7 +8,10 @@ AIRFLOW_VENV  ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.tripflow-installed
 AIRFLOW_VERSION := 3.3.0
 
-.PHONY: demo test lint install clean airflow-venv
+SUPERSET_VENV  ?= .venv-superset
+SUPERSET_STAMP := $(SUPERSET_VENV)/.tripflow-installed
+
+.PHONY: demo test lint install clean airflow-venv superset-venv chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,15 +31,32 @@ $(AIRFLOW_STAMP): pyproject.toml
 
 airflow-venv: $(AIRFLOW_STAMP)
 
+# Superset too (for the dashboard tests; `tripflow dashboards serve` makes its own under
+# $TRIPFLOW_HOME unless TRIPFLOW_SUPERSET_VENV names this one). The pinned recipe lives in
+# src/tripflow/dashboards/superset.py; `install` is a no-op when the venv already has it.
+$(SUPERSET_STAMP): $(STAMP) src/tripflow/dashboards/superset.py
+	TRIPFLOW_SUPERSET_VENV=$(abspath $(SUPERSET_VENV)) $(BIN)/tripflow dashboards install
+	touch $(SUPERSET_STAMP)
+
+superset-venv: $(SUPERSET_STAMP)
+
+# The browser test drives Debian's chromium (Playwright's own browser download is not used).
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  { echo "install Debian's chromium first (apt-get install chromium)" >&2; exit 1; }
+
 demo: $(STAMP)
 	$(BIN)/tripflow demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint $(AIRFLOW_STAMP)
-	TRIPFLOW_AIRFLOW_VENV=$(abspath $(AIRFLOW_VENV)) $(BIN)/pytest
+test: lint chromium $(AIRFLOW_STAMP) $(SUPERSET_STAMP)
+	TRIPFLOW_AIRFLOW_VENV=$(abspath $(AIRFLOW_VENV)) \
+	TRIPFLOW_SUPERSET_VENV=$(abspath $(SUPERSET_VENV)) $(BIN)/pytest
 
 clean:
 	-$(BIN)/tripflow services down
-	rm -rf $(VENV) $(AIRFLOW_VENV) .tripflow
+	-$(BIN)/tripflow dashboards stop
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(SUPERSET_VENV) .tripflow

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication: int | None = Field(default=None, ge=1, description="default min(3, brokers)")
     topic_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+
+    # The read-only role dashboards use: its password, else one generated under home.
+    reader_password: SecretStr | None = None
+    # tripflow_daily's freshness check fails when the hot marts lag more than this.
+    freshness_sla_seconds: float = Field(default=900.0, gt=0)
 
     # Port of the embedded PostgreSQL/broker when first started (0 = any free port).
     pg_port: int = 0

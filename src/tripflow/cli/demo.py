@@ -1,24 +1,116 @@
-"""`tripflow demo`: every stage that exists, on the embedded defaults, then where to look."""
+"""`tripflow demo`: the whole pipeline on the embedded defaults, then where to look.
+
+1. services up, schema migrated;
+2. a generated week (bots, duplicates, late and bad lines) unless one exists;
+3. every day but the newest produced in bulk, once;
+4. the stream worker started in the background (hot marts);
+5. bronze → silver → cold marts (quick when nothing changed);
+6. the newest day replayed live in the background (`--rebase now`), so the real-time
+   marts fill while you watch;
+7. Superset served with the dashboards imported.
+A second run reuses everything that exists.
+"""
 
 from __future__ import annotations
 
+import json
+from datetime import date
+from pathlib import Path
+
 from tripflow import db, services
 from tripflow.cli.console import console, friendly_errors
-from tripflow.settings import get_settings
+from tripflow.services import workers
+from tripflow.settings import Settings, get_settings
+
+DEMO_START = date(2016, 3, 1)
+DEMO_DAYS = 7
+DEMO_SESSIONS_PER_DAY = 1500  # ≈ 5 k clicks a day, ≈ 35 k for the week
+REPLAY_SPEED = 60.0  # the newest day replays in 24 minutes
+
+
+def _data(settings: Settings) -> tuple[Path, list[Path]]:
+    """The demo's day files, generated on first use."""
+    from tripflow.records.generate import generate
+
+    folder = settings.home_dir / "demo-data"
+    if not (folder / "manifest.json").exists():
+        manifest = generate(folder, start=DEMO_START, days=DEMO_DAYS, seed=2016,
+                            sessions_per_day=DEMO_SESSIONS_PER_DAY, dup_rate=0.01,
+                            late_rate=0.005, bad_rate=0.002, bots=4)
+        console.print(f"[green]✓[/] generated {len(manifest.days)} days "
+                      f"({manifest.totals.lines:,} lines) in {folder}")
+    else:
+        console.print(f"[green]✓[/] demo data in {folder}")
+    days = sorted(folder.glob("????-??-??.json"))
+    return folder, days
+
+
+def _produce_history(settings: Settings, days: list[Path]) -> None:
+    """Every day but the newest, once (the marker survives; the broker's memory may not)."""
+    from tripflow.ingestion import produce
+
+    marker = settings.home_dir / "demo-state.json"
+    state = json.loads(marker.read_text()) if marker.exists() else {}
+    if state.get("produced"):
+        console.print("[green]✓[/] history already produced")
+        return
+    summary = produce(days[:-1], settings, servers=2)
+    if not summary.ok:
+        raise SystemExit(f"producing the demo data failed: {summary.line()}")
+    marker.write_text(json.dumps({"produced": True}))
+    console.print(f"[green]✓[/] {summary.line()}")
 
 
 def demo() -> None:
-    """Run the pipeline on the embedded services and print where to look."""
+    """Run the whole pipeline on the embedded services and print where to look."""
+    from tripflow import dashboards
+    from tripflow.marts.run import mart_row_counts, run_marts
+    from tripflow.processing.bronze import run_bronze
+    from tripflow.processing.silver import run_silver
+
     settings = get_settings()
+    home = settings.home_dir
     with friendly_errors():
         started = services.up(settings)
         dsn = db.prepare(settings)
         endpoints = services.endpoints(settings)
-    console.print(f"[green]✓[/] services up ({', '.join(started) or 'already running'})")
-    console.print(f"[green]✓[/] schema migrated ({len(db.migrations())} migrations)")
-    console.rule("where to look")
-    console.print(f"PostgreSQL : {dsn.split('@')[-1]}  "
-                  f"(password in {settings.home_dir}/pg_password)")
+    console.print(f"[green]✓[/] services up ({', '.join(started) or 'already running'}); "
+                  f"schema migrated")
+
+    _folder, days = _data(settings)
+    _produce_history(settings, days)
+
+    if workers.start(home, "stream", ["stream"]):
+        console.print("[green]✓[/] stream worker started in the background "
+                      f"(log: {home / 'logs' / 'stream.log'})")
+    else:
+        console.print("[green]✓[/] stream worker already running")
+
+    bronze = run_bronze(settings, until_idle=5)
+    console.print(f"[green]✓[/] {bronze.line()}")
+    silver = run_silver(settings, changed=True)
+    console.print(f"[green]✓[/] {silver.line()}")
+    marts = run_marts(settings, changed=True)
+    console.print(f"[green]✓[/] {marts.line()}")
+
+    replay_args = ["produce", str(days[-1]), "--mode", "replay", "--speed", str(REPLAY_SPEED),
+                   "--rebase", "now"]
+    if workers.start(home, "replay", replay_args):
+        console.print(f"[green]✓[/] replaying {days[-1].name} live at {REPLAY_SPEED:g}× "
+                      f"(log: {home / 'logs' / 'replay.log'})")
+    else:
+        console.print("[green]✓[/] live replay already running")
+
+    result = dashboards.serve_info(settings)
+
+    console.rule("cold marts (rows)")
+    for mart, rows in mart_row_counts(settings).items():
+        console.print(f"{mart:<28} {rows:>9,}")
+    dashboards.print_where_to_look(result)
+    console.rule("where else to look")
+    console.print(f"PostgreSQL : {dsn.split('@')[-1]}  (user tripflow, password in "
+                  f"{home / 'pg_password'})", soft_wrap=True)
     console.print(f"Kafka      : {endpoints.kafka_bootstrap}  (topic {settings.topic})")
     console.print(f"Lake       : {settings.lake}")
-    console.print("Inspect with `tripflow services status`; stop with `tripflow services down`.")
+    console.print("`tripflow status` shows the hot marts filling; "
+                  "`tripflow services down` stops everything.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tripflow.cli import demo, generate, produce, services
+from tripflow.cli import batch, dashboards, demo, generate, produce, services, status, stream
 
 app = typer.Typer(
     name="tripflow",
@@ -13,8 +13,14 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+# In the order of the data flow.
 app.add_typer(services.app, name="services")
 app.command()(services.migrate)
 app.command()(generate.generate)
 app.command()(produce.produce)
+app.command()(stream.stream)
+for command in (batch.bronze, batch.silver, batch.marts, batch.backfill, batch.articles):
+    app.command()(command)
+app.add_typer(dashboards.app, name="dashboards")
+app.command()(status.status)
 app.command()(demo.demo)

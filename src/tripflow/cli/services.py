@@ -33,8 +33,17 @@ def up() -> None:
 
 @app.command()
 def down() -> None:
-    """Stop the embedded services this TRIPFLOW_HOME started (never anything else)."""
-    stopped = services.down(get_settings())
+    """Stop what this TRIPFLOW_HOME started (never anything else): background workers,
+    Superset, the broker and PostgreSQL."""
+    from tripflow import dashboards
+    from tripflow.services import workers
+
+    settings = get_settings()
+    stopped = [name for name in workers.names(settings.home_dir)
+               if workers.stop(settings.home_dir, name)]
+    if dashboards.stop(settings):
+        stopped.append("superset")
+    stopped += services.down(settings)
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 

@@ -86,7 +86,10 @@ def migrate(dsn: str) -> list[str]:
 
 
 def reader_password(settings: Settings) -> str:
-    """The reader role's password: generated once, kept 0600 under TRIPFLOW_HOME."""
+    """The reader role's password: TRIPFLOW_READER_PASSWORD, else generated once and kept
+    0600 under TRIPFLOW_HOME."""
+    if settings.reader_password:
+        return settings.reader_password.get_secret_value()
     path = settings.home_dir / "reader_password"
     if not path.exists():
         write_secret(path, secrets.token_urlsafe(24))
@@ -94,7 +97,10 @@ def reader_password(settings: Settings) -> str:
 
 
 def set_reader_password(dsn: str, password: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    # Under the migration lock: two workers starting at once would otherwise collide
+    # updating the same role ("tuple concurrently updated").
+    with psycopg.connect(dsn) as conn:
+        conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         conn.execute(
             sql.SQL("alter role {} with login password {}").format(
                 sql.Identifier(READER_ROLE), sql.Literal(password)

@@ -21,6 +21,8 @@ def free_port() -> int:
 def port_free(port: int) -> bool:
     """True when nothing listens on 127.0.0.1:`port`."""
     with socket.socket() as s:
+        # As the servers themselves bind: a port just released (TIME_WAIT) is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

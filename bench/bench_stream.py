@@ -1,0 +1,288 @@
+"""The hot path's speed: throughput, freshness and memory of the stream worker.
+
+1. Throughput: a topic holding ~1 M generated clicks (100 days × 3000 sessions, with the
+   generator's duplicates, late and bad lines and bots; produced in bulk by one server, so
+   each partition is in file order) is streamed to idle by one worker.
+   events_per_s = records / (last commit - first record fetched); the group join and the
+   idle wait are not counted (`wall_s` is the whole run, start-up included).
+2. Freshness: while the worker runs, records are sent at 1,000 events/s for --replay-s
+   seconds; for every record, freshness = the wall time of the commit that made it visible
+   in mart_realtime_traffic_minute - the time it was sent (its Kafka timestamp, set by the
+   producer). p50 / p95 / max.
+3. Memory: the worker process's RSS, sampled every 0.5 s in both runs.
+
+The worker runs in its own process (this script with --worker) and writes one JSON line
+per committed batch. Prints one JSON object. Targets on the 2-core machine: >= 30,000
+events/s, freshness p95 <= 2 s, RSS flat and under 300 MB.
+
+Run: PYTHONPATH=src python bench/bench_stream.py [--data DIR] [--home DIR] [--replay-s 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+
+def worker_main(trace: Path, until_idle: float, partitions: str | None) -> None:
+    """The worker process: run_stream, one JSON line per commit."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    from tripflow.processing.stream import StreamOptions, parse_partitions, run_stream
+    from tripflow.settings import get_settings
+
+    with trace.open("a", buffering=1) as out:
+        def on_commit(report: Any) -> None:
+            out.write(json.dumps({"at": report.committed_at, "ends": report.ends,
+                                  "records": report.counts.records,
+                                  "ms": report.timings_ms}) + "\n")
+
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        options = StreamOptions(partitions=parse_partitions(partitions))
+        summary = run_stream(get_settings(), until_idle, options=options, stop=stop,
+                             on_commit=on_commit)
+        out.write(json.dumps({"summary": summary.as_dict()}) + "\n")
+
+
+class Sampler(threading.Thread):
+    """RSS of a process every 0.5 s."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.samples: list[float] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                self.samples.append(self.process.memory_info().rss / 2**20)
+            except psutil.Error:
+                return
+            time.sleep(0.5)
+
+
+def start_worker(env: dict[str, str], trace: Path, until_idle: float | None,
+                 partitions: str | None, log: Path) -> subprocess.Popen[bytes]:
+    args = [sys.executable, __file__, "--worker", str(trace)]
+    if until_idle is not None:
+        args += ["--until-idle", str(until_idle)]
+    if partitions:
+        args += ["--partitions", partitions]
+    with log.open("ab") as out:
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def read_trace(trace: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    commits, summary = [], None
+    for line in trace.read_text().splitlines():
+        item = json.loads(line)
+        if "summary" in item:
+            summary = item["summary"]
+        else:
+            commits.append(item)
+    return commits, summary
+
+
+def rss_figures(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    half = len(samples) // 2
+    return {"rss_mb_max": round(max(samples), 1), "rss_mb_last": round(samples[-1], 1),
+            "rss_mb_max_first_half": round(max(samples[:half] or samples), 1),
+            "rss_mb_max_second_half": round(max(samples[half:]), 1)}
+
+
+def throughput(data: Path, env: dict[str, str], settings: Any, work: Path) -> dict[str, Any]:
+    from tripflow.ingestion import produce
+
+    summary = produce([data], settings, servers=1)
+    trace, log = work / "throughput.jsonl", work / "throughput.log"
+    started = time.time()
+    proc = start_worker(env, trace, 5.0, "all", log)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    try:
+        proc.wait(timeout=1800)
+    finally:
+        sampler.done.set()
+        _end(proc)
+    commits, result = read_trace(trace)
+    assert result is not None and commits, log.read_text()[-3000:]
+    records = sum(c["records"] for c in commits)
+    # from the first record fetched: the first commit's time minus its own batch's work
+    first_ms = sum(v for k, v in commits[0]["ms"].items())
+    begin = commits[0]["at"] - first_ms / 1000
+    seconds = commits[-1]["at"] - begin
+    return {"records": records, "produced": summary.delivered,
+            "events_per_s": round(records / seconds), "seconds": round(seconds, 1),
+            "wall_s": round(time.time() - started, 1), "batches": len(commits),
+            "new": result["new"], "duplicates": result["duplicates"],
+            "late_for_hot": result["late_for_hot"], "quarantined": result["quarantined"],
+            **rss_figures(sampler.samples)}
+
+
+def freshness(lines: list[bytes], env: dict[str, str], settings: Any, work: Path,
+              seconds: float, rate: float = 1000.0) -> dict[str, Any]:
+    from tripflow.ingestion.admin import ensure_topic
+
+    ensure_topic(settings)
+    trace, log = work / "freshness.jsonl", work / "freshness.log"
+    proc = start_worker(env, trace, None, None, log)  # group mode, as deployed
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    try:
+        sent = _replay(proc, log, lines, settings, seconds, rate)
+    finally:
+        sampler.done.set()
+        _end(proc)
+    return _freshness_figures(trace, sent, rate, seconds, sampler.samples)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the worker (SIGTERM: it commits what is in flight), kill it if it hangs."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _replay(proc: subprocess.Popen[bytes], log: Path, lines: list[bytes], settings: Any,
+            seconds: float, rate: float) -> list[tuple[int, int, float]]:
+    """Send `lines` at `rate` per second once the worker is assigned; delivery records."""
+    from confluent_kafka import Producer
+
+    from tripflow.messaging.config import producer_config
+
+    deadline = time.monotonic() + 60
+    while "assigned partitions" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.2)
+    sent: list[tuple[int, int, float]] = []  # partition, offset, send time (s)
+    producer = Producer(producer_config(settings, **{"linger.ms": 5}))
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is None:
+            sent.append((msg.partition(), msg.offset(), msg.timestamp()[1] / 1000))
+
+    count = int(seconds * rate)
+    begin = time.monotonic()
+    for i in range(count):
+        line = lines[i % len(lines)]
+        producer.produce(settings.topic, value=line, key=_session(line), on_delivery=delivered)
+        ahead = (i + 1) / rate - (time.monotonic() - begin)
+        producer.poll(max(ahead, 0))
+    producer.flush(60)
+    time.sleep(5)  # the last records get committed
+    return sent
+
+
+def _freshness_figures(trace: Path, sent: list[tuple[int, int, float]], rate: float,
+                       seconds: float, samples: list[float]) -> dict[str, Any]:
+    commits, _summary = read_trace(trace)
+    # per partition, commits in order: a record is visible at the first commit past it
+    by_partition: dict[int, list[tuple[int, float]]] = {}
+    for commit in commits:
+        for p, end in commit["ends"].items():
+            by_partition.setdefault(int(p), []).append((end, commit["at"]))
+    lags, timeline = [], []
+    first_sent = min(sent_at for _p, _o, sent_at in sent)
+    for p, offset, sent_at in sent:
+        visible = next((at for end, at in by_partition.get(p, []) if end > offset), None)
+        assert visible is not None, f"record {p}@{offset} never committed"
+        lags.append(visible - sent_at)
+        timeline.append((sent_at - first_sent, visible - sent_at))
+    worst = max(timeline, key=lambda item: item[1])
+    worst_record = max(zip(sent, (lag for _at, lag in timeline), strict=True),
+                       key=lambda item: item[1])[0]
+    after_warmup = [lag for at, lag in timeline if at >= 5.0]
+    lags.sort()
+    pick = lambda q: round(lags[min(len(lags) - 1, int(q * len(lags)))], 3)  # noqa: E731
+    return {"records": len(lags), "rate_per_s": rate, "seconds": seconds,
+            "p50_s": pick(0.50), "p95_s": pick(0.95), "max_s": round(lags[-1], 3),
+            "max_s_sent_at_s": round(worst[0], 1),
+            "max_s_record": f"{worst_record[0]}@{worst_record[1]}",
+            "max_s_after_first_5_s": round(max(after_warmup), 3) if after_warmup else None,
+            "batches": len(commits), **rss_figures(samples)}
+
+
+def _session(line: bytes) -> bytes | None:
+    start = line.find(b'"SessionId": "')
+    if start < 0:
+        return None
+    start += len(b'"SessionId": "')
+    return line[start:line.find(b'"', start)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--until-idle", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--partitions", help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, default=Path(".tripflow-bench-data/stream-1m"))
+    parser.add_argument("--home", type=Path, default=Path(".tripflow-bench"))
+    parser.add_argument("--replay-s", type=float, default=60.0)
+    parser.add_argument("--only", choices=("throughput", "freshness"))
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(args.worker, args.until_idle, args.partitions)
+        return
+
+    from tripflow import services
+    from tripflow.records.generate import generate
+    from tripflow.settings import Settings
+
+    if not (args.data / "manifest.json").exists():
+        generate(args.data, start=date(2016, 1, 1), days=100, sessions_per_day=3000,
+                 dup_rate=0.005, late_rate=0.002, bad_rate=0.0005, bots=20)
+    base = Settings(home=args.home)
+    services.up(base)
+    server = services.pg_dsn(base)
+    run = uuid.uuid4().hex[:8]
+    work = args.home / f"bench-stream-{run}"
+    work.mkdir(parents=True)
+    results: dict[str, Any] = {}
+    for part in [args.only] if args.only else ["throughput", "freshness"]:
+        name = f"bench_stream_{part}_{run}"
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'create database "{name}"')
+        settings = Settings(home=args.home, pg_dsn=server.rsplit("/", 1)[0] + "/" + name,
+                            kafka_bootstrap=services.kafka_bootstrap(base), topic=name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPFLOW_")}
+        env.update({"TRIPFLOW_HOME": str(args.home), "TRIPFLOW_PG_DSN": settings.pg_dsn,
+                    "TRIPFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                    "TRIPFLOW_TOPIC": settings.topic})
+        if part == "throughput":
+            results[part] = throughput(args.data, env, settings, work)
+        else:
+            newest = sorted(args.data.glob("????-??-??.json"))[-3:]
+            lines = [line for path in newest for line in path.read_bytes().split(b"\n") if line]
+            results[part] = freshness(lines, env, settings, work, args.replay_s)
+    results["targets"] = {"events_per_s": ">= 30000", "freshness_p95_s": "<= 2",
+                          "rss_mb": "flat, < 300"}
+    results["machine"] = {"cpus": os.cpu_count(),
+                          "load_avg_1m": round(os.getloadavg()[0], 2)}
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""`tripflow status`: what each step did last and what each layer holds.
+
+The command prints a list of sections, each a function of (settings, console). To add
+one (e.g. the hot path's offsets and freshness), write a function and append it to
+SECTIONS — or call `register_section` from the module that owns the data. A section that
+fails prints its error and the others still run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from tripflow import db, lake
+from tripflow.cli.console import console, friendly_errors
+from tripflow.settings import Settings, get_settings
+
+SectionFn = Callable[[Settings, Console], None]
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    show: SectionFn
+
+
+def runs_section(settings: Settings, out: Console) -> None:
+    """The last run of every step, from tripflow.run_log."""
+    with db.connect(settings) as conn:
+        rows = conn.execute(
+            """select distinct on (step) step, status, dates, rows_in, rows_out, duplicates,
+                      quarantined, seconds, started_at, detail
+               from tripflow.run_log order by step, started_at desc, run_id desc""").fetchall()
+        (total,) = conn.execute("select count(*) from tripflow.run_log").fetchone()  # type: ignore[misc]
+    if not rows:
+        out.print("no step has run yet")
+        return
+    table = Table("step", "status", "dates", "in", "out", "dups", "bad", "s", "started (UTC)",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    colours = {"ok": "green", "failed": "red", "running": "yellow"}
+    details = []
+    for step, status, dates, rows_in, rows_out, dups, quarantined, seconds, started, detail \
+            in rows:
+        table.add_row(step, f"[{colours.get(status, 'white')}]{status}[/]", dates or "-",
+                      f"{rows_in:,}", f"{rows_out:,}", f"{dups:,}", f"{quarantined:,}",
+                      "-" if seconds is None else f"{seconds:.1f}",
+                      started.strftime("%m-%d %H:%M:%S"))
+        if detail:
+            details.append(f"  {step}: {detail[:240]}")
+    out.print(table)
+    for line in details:
+        out.print(line, soft_wrap=True, highlight=False)
+    out.print(f"{total} runs logged; a 'running' row with no finish is a run that was killed "
+              "(its step is safe to rerun).")
+
+
+def lake_section(settings: Settings, out: Console) -> None:
+    """Rows and dates per lake table (from the Delta logs, no data read)."""
+    from tripflow.marts.engine import mart_names
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("table", no_wrap=True)
+    for name in ("version", "rows", "dates"):
+        table.add_column(name, justify="right")
+    table.add_column("range", no_wrap=True)
+    table.add_column("undated", justify="right")
+    names = [lake.BRONZE, lake.SILVER, *(lake.gold(m) for m in mart_names()), lake.ARTICLES]
+    for name in names:
+        delta = lake.open_table(settings, name)
+        if delta is None:
+            table.add_row(name, "-", "-", "-", "-", "-")
+            continue
+        per_date = lake.rows_per_date(delta)
+        if "event_date" not in delta.metadata().partition_columns:  # gold, reference
+            table.add_row(name, str(delta.version()), f"{sum(per_date.values()):,}", "-", "-",
+                          "-")
+            continue
+        dated = sorted(d for d in per_date if d is not None)
+        span = f"{dated[0]}..{dated[-1]}" if dated else "-"
+        undated = per_date.get(None, 0) if name == lake.BRONZE else "-"
+        table.add_row(name, str(delta.version()), f"{sum(per_date.values()):,}",
+                      f"{len(dated):,}" if dated else "-", span,
+                      f"{undated:,}" if isinstance(undated, int) else undated)
+    out.print(table)
+    out.print(f"lake: {settings.lake}")
+
+
+def postgres_section(settings: Settings, out: Console) -> None:
+    """Cold marts, quarantine and the batch path's state in PostgreSQL."""
+    from tripflow.marts.engine import mart_names
+
+    table = Table("table", "rows", "dates", "last date", box=box.SIMPLE_HEAD, pad_edge=False)
+    with db.connect(settings) as conn:
+        for mart in mart_names():
+            try:
+                rows, dates, last = conn.execute(
+                    f"select count(*), count(distinct event_date), max(event_date) from {mart}"
+                ).fetchone()  # type: ignore[misc]
+            except psycopg.errors.UndefinedTable:
+                conn.rollback()
+                continue
+            table.add_row(mart, f"{rows:,}", f"{dates:,}", str(last or "-"))
+        out.print(table)
+        reasons = conn.execute(
+            "select reason, count(*) from tripflow.quarantine group by reason order by reason"
+        ).fetchall()
+        out.print("quarantine: " + (", ".join(f"{r} {n:,}" for r, n in reasons) or "empty"))
+        rec = conn.execute(
+            """select count(*), coalesce(sum(minutes_changed + minutes_deleted), 0),
+                      max(reconciled_at)
+               from tripflow.reconciliation
+               where reconciled_at = (select max(reconciled_at) from tripflow.reconciliation)"""
+        ).fetchone()
+        if rec and rec[0]:
+            out.print(f"last reconciliation of mart_realtime_traffic_minute: {rec[0]} dates, "
+                      f"{rec[1]:,} minutes changed ({rec[2]:%Y-%m-%d %H:%M:%S} UTC)")
+        for step, version, updated in conn.execute(
+                "select step, input_version, updated_at from tripflow.batch_state order by step"):
+            source = "bronze" if step == "silver" else "silver"
+            out.print(f"{step} --changed: up to {source} version {version} "
+                      f"(as of {updated:%Y-%m-%d %H:%M:%S} UTC)")
+
+
+SECTIONS: list[Section] = [
+    Section("runs", runs_section),
+    Section("lake", lake_section),
+    Section("PostgreSQL", postgres_section),
+    Section("hot path", lambda s, out: __import__(
+        "tripflow.cli.status_hot", fromlist=["x"]).hot_status_section(s, out)),
+]
+
+
+def register_section(title: str, show: SectionFn) -> None:
+    """Add a section (once per title) to `tripflow status`."""
+    if all(section.title != title for section in SECTIONS):
+        SECTIONS.append(Section(title, show))
+
+
+def status() -> None:
+    """Per-layer counts and the last run of every step."""
+    settings = get_settings()
+    with friendly_errors():
+        db.prepare(settings)
+    # Piped output (scripts, logs) gets a fixed, wide layout instead of Rich's 80 columns.
+    out = console if console.is_terminal else Console(width=160)
+    for section in SECTIONS:
+        out.rule(section.title)
+        try:
+            section.show(settings, out)
+        except Exception as err:  # one broken section must not hide the others
+            out.print(f"[red]{section.title}: {type(err).__name__}: {err}[/]")

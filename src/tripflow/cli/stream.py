@@ -1,0 +1,56 @@
+"""`tripflow stream`: run the hot-path worker."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from datetime import timedelta
+
+import typer
+
+from tripflow.cli.console import console, friendly_errors
+from tripflow.processing.stream import StreamOptions, parse_partitions, run_stream
+from tripflow.settings import get_settings
+
+
+def stream(
+    until_idle: float | None = typer.Option(
+        None, "--until-idle", metavar="SECONDS",
+        help="Stop when no record arrived for this long (default: run until stopped)."),
+    horizon_hours: float = typer.Option(
+        48.0, "--horizon-hours", help="Dedup horizon: clicks older than clock - horizon are "
+        "left to the batch path (late for hot)."),
+    batch_ms: int = typer.Option(StreamOptions.batch_max_ms, "--batch-ms",
+                                 help="Micro-batch time bound."),
+    batch_records: int = typer.Option(StreamOptions.batch_max_records, "--batch-records",
+                                      help="Micro-batch size bound."),
+    partitions: str | None = typer.Option(
+        None, "--partitions", metavar="all|0,1,…",
+        help="Assign these partitions directly instead of joining the consumer group "
+        "tripflow-hot (no group join delay; one worker per partition set)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every batch."),
+) -> None:
+    """Run the hot path: Kafka → hot store → real-time marts, exactly once."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s")
+    if not verbose:
+        logging.getLogger("psycopg").setLevel(logging.WARNING)
+    options = StreamOptions(
+        horizon=timedelta(hours=horizon_hours), batch_max_ms=batch_ms,
+        batch_max_records=batch_records, partitions=parse_partitions(partitions))
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        logging.getLogger("tripflow.stream").info(
+            "%s received: finishing the current batch, then stopping",
+            signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    with friendly_errors():
+        summary = run_stream(get_settings(), until_idle, options=options, stop=stop)
+    console.print(summary.line(), soft_wrap=True)

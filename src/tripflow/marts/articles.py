@@ -1,0 +1,108 @@
+"""`tripflow articles PATH`: load `allarticles.txt` (or a `logs.tar.gz` holding it).
+
+The catalogue goes to PostgreSQL (`tripflow.articles`, replaced in one transaction), then
+to the lake (`reference/articles`, replaced whole): the lake table existing means a
+catalogue is loaded. The mart engine takes `mart_popular_documents` titles from the lake
+for a large run (read once) and from PostgreSQL's primary key for a small one (a day's
+few thousand documents: no full scan of 2.3 M titles). An id listed twice keeps its first
+record. After loading, rebuild the marts (`tripflow marts --dates …`) for titles of dates
+already built to change.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import write_deltalake
+
+from tripflow import db, lake
+from tripflow.marts.load import copy_arrow
+from tripflow.processing.runlog import logged_run
+from tripflow.records.articles import read_articles
+from tripflow.settings import Settings
+
+
+@dataclass
+class ArticlesSummary:
+    path: str
+    records: int  # read from the file
+    articles: int  # distinct ids stored
+    seconds: float
+
+    def line(self) -> str:
+        return (f"articles: {self.records:,} records read from {self.path}, "
+                f"{self.articles:,} distinct documents loaded in {self.seconds:.1f} s")
+
+
+def first_per_id(table: pa.Table) -> pa.Table:
+    """The first record of every document id, in file order."""
+    rows = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    firsts = rows.group_by("document_id", use_threads=False).aggregate([("_row", "min")])
+    keep = pc.sort_indices(firsts.column("_row_min"))
+    return table.take(pc.take(firsts.column("_row_min"), keep))
+
+
+def load_articles(settings: Settings, path: str | Path) -> ArticlesSummary:
+    """Replace the loaded catalogue with the one in `path`."""
+    started = time.monotonic()
+    dsn = db.prepare(settings)
+    with logged_run(dsn, "articles", None) as stats:
+        table = read_articles(path)
+        articles = first_per_id(table)
+        with db.connect(settings) as conn, conn.transaction():
+            conn.execute("delete from tripflow.articles")
+            copy_arrow(conn, "tripflow.articles", articles)
+        write_deltalake(lake.table_uri(settings, lake.ARTICLES), articles, mode="overwrite",
+                        schema_mode="overwrite", storage_options=lake.storage_options(settings))
+        stats.rows_in, stats.rows_out = table.num_rows, articles.num_rows
+        stats.detail = f"from {path}"
+    return ArticlesSummary(str(path), table.num_rows, articles.num_rows,
+                           time.monotonic() - started)
+
+
+# Up to this many distinct documents, titles come from PostgreSQL by primary key.
+_LOOKUP_DOCUMENTS = 50_000
+
+
+class LoadedArticles:
+    """The loaded catalogue, read per group of documents (only the titles a run needs)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        table = lake.open_table(settings, lake.ARTICLES)
+        self.dataset = (lake.dataset(table, lake.table_uri(settings, lake.ARTICLES))
+                        if table is not None else None)
+        self.everything: pa.Table | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.dataset is not None
+
+    def read_all(self) -> None:
+        """Keep the whole catalogue in memory: cheaper than one filtered read per group
+        when a run covers many documents (a backfill)."""
+        if self.dataset is not None and self.everything is None:
+            self.everything = self.dataset.to_table(columns=["document_id", "title"])
+
+    def for_documents(self, document_ids: pa.Array | pa.ChunkedArray) -> pa.Table | None:
+        """(document_id, title) of (at least) these documents; None when no catalogue is
+        loaded."""
+        if self.dataset is None:
+            return None
+        if self.everything is not None:
+            return self.everything
+        wanted = pc.unique(document_ids)
+        if len(wanted) <= _LOOKUP_DOCUMENTS:
+            with db.connect(self.settings) as conn:
+                rows = conn.execute("select document_id, title from tripflow.articles "
+                                    "where document_id = any(%s)", (wanted.to_pylist(),))
+                found = rows.fetchall()
+            return pa.table({"document_id": pa.array([r[0] for r in found], pa.int64()),
+                             "title": pa.array([r[1] for r in found], pa.string())})
+        return self.dataset.to_table(columns=["document_id", "title"],
+                                     filter=pc.field("document_id").isin(wanted))

@@ -1,0 +1,336 @@
+"""`run_marts` (gold + PostgreSQL cold marts + reconciliation) and `backfill`.
+
+A run rebuilds a set of dates: it reads those dates' silver rows, runs every mart SQL file
+on them, replaces the dates in `gold/<mart>` (Delta predicate overwrite, atomic per group
+of dates) and in PostgreSQL — every mart, every date of the run, in ONE transaction
+(delete + COPY), so a reader sees the old marts or the new, never a mix — then rewrites
+the hot traffic-minute mart for those dates (reconcile.py). `--changed` rebuilds the dates
+whose silver changed since the last `--changed` run (`tripflow.batch_state`, step 'marts');
+that mark moves only after the PostgreSQL commit, so a killed run redoes the same dates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import write_deltalake
+
+from tripflow import db, lake
+from tripflow.marts import engine as engines
+from tripflow.marts.articles import LoadedArticles
+from tripflow.marts.load import primary_keys, replace_dates
+from tripflow.marts.reconcile import HOT_RETENTION_DAYS, Reconciliation, dates_in_window, reconcile
+from tripflow.processing.runlog import logged_run
+from tripflow.processing.silver import (
+    SILVER_SCHEMA,
+    SilverSummary,
+    read_state,
+    run_silver,
+    write_state,
+)
+from tripflow.settings import Settings
+
+STATE_STEP = "marts"
+# Dates are computed in groups of about this many silver rows (bounded memory).
+CHUNK_ROWS = 1_000_000
+# Above this many silver rows a run reads the whole catalogue once instead of per group.
+_READ_ALL_ARTICLES_ROWS = 300_000
+
+
+@dataclass
+class MartsSummary:
+    """What one `run_marts` did."""
+
+    dates: list[dt.date] = field(default_factory=list)
+    engine: str = "duckdb"
+    rows_in: int = 0  # silver rows read
+    rows_out: dict[str, int] = field(default_factory=dict)  # rows loaded per mart
+    reconciliation: Reconciliation | None = None
+    titles_from_articles: bool = False
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+
+    def date_range(self) -> str | None:
+        if not self.dates:
+            return None
+        first, last = min(self.dates), max(self.dates)
+        return str(first) if first == last else f"{first}..{last}"
+
+    def line(self) -> str:
+        marts = ", ".join(f"{name} {rows:,}" for name, rows in self.rows_out.items())
+        rec = self.reconciliation
+        drift = (f"; reconciled {len(rec.dates)} dates of mart_realtime_traffic_minute: "
+                 f"{rec.drift:,} minutes changed" if rec else "")
+        return (f"marts ({self.engine}): {len(self.dates)} dates "
+                f"({self.date_range() or 'no dates'}), {self.rows_in:,} silver rows in; "
+                f"{marts or 'nothing loaded'}{drift}; {self.seconds:.1f} s")
+
+
+def _tick(timings: dict[str, float], phase: str, since: float) -> float:
+    now = time.monotonic()
+    timings[phase] = round(timings.get(phase, 0.0) + now - since, 3)
+    return now
+
+
+def _groups(dates: list[dt.date], rows: dict[dt.date | None, int],
+            chunk_rows: int) -> list[list[dt.date]]:
+    groups: list[list[dt.date]] = [[]]
+    size = 0
+    for day in dates:
+        if groups[-1] and size + rows.get(day, 0) > chunk_rows:
+            groups.append([])
+            size = 0
+        groups[-1].append(day)
+        size += rows.get(day, 0)
+    return [g for g in groups if g]
+
+
+def run_marts(
+    settings: Settings,
+    dates: Iterable[dt.date] | None = None,
+    *,
+    changed: bool = False,
+    engine: str = "duckdb",
+    reconcile_days: int | None = HOT_RETENTION_DAYS,
+    chunk_rows: int = CHUNK_ROWS,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> MartsSummary:
+    """Rebuild the cold marts (gold + PostgreSQL) for `dates`, or (`changed=True`, the
+    default without dates) for the dates silver changed since the last `changed` run."""
+    if dates is not None and changed:
+        raise ValueError("give dates or changed=True, not both")
+    runner = engines.get_engine(engine)
+    explicit = sorted(set(dates)) if dates is not None else None
+    dsn = db.prepare(settings)
+    summary = MartsSummary(engine=runner.name)
+    started = time.monotonic()
+    with logged_run(dsn, "marts", None) as stats:
+        try:
+            _run(settings, dsn, runner, explicit, summary, reconcile_days, chunk_rows,
+                 on_progress)
+        finally:
+            summary.seconds = time.monotonic() - started
+            stats.dates = summary.date_range()
+            stats.rows_in = summary.rows_in
+            stats.rows_out = sum(summary.rows_out.values())
+            rec = summary.reconciliation
+            stats.detail = (
+                ", ".join(f"{k}={v}" for k, v in summary.rows_out.items())
+                + (f"; reconciliation: {len(rec.dates)} dates, {rec.minutes_changed} minutes "
+                   f"changed, {rec.minutes_deleted} deleted" if rec else "")
+                + f"; timings {summary.timings}")
+    return summary
+
+
+class _Aborted(Exception):
+    """Handed to a stage when the run failed elsewhere: its transaction rolls back."""
+
+
+_STOP, _ABORT = object(), object()
+
+
+class _Stage(threading.Thread):
+    """`consume(items)` in a thread over what `put` hands it (at most one item waiting), so
+    the PostgreSQL load and the gold writes of one group overlap computing the next."""
+
+    def __init__(self, name: str, consume: Callable[[Iterator[Any]], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.consume = consume
+        self.items: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+
+    def _items(self) -> Iterator[Any]:
+        while (item := self.items.get()) is not _STOP:
+            if item is _ABORT:
+                raise _Aborted
+            yield item
+
+    def run(self) -> None:
+        try:
+            self.consume(self._items())
+        except BaseException as err:
+            self.error = err
+
+    def put(self, item: Any) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            if not self.is_alive():
+                raise RuntimeError(f"{self.name} stopped")
+            try:
+                self.items.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        self.put(_STOP)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        if self.is_alive():
+            with contextlib.suppress(queue.Full):
+                self.items.put(_ABORT, timeout=5)
+            self.join(timeout=60)
+
+
+def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
+         explicit: list[dt.date] | None, summary: MartsSummary, reconcile_days: int | None,
+         chunk_rows: int, on_progress: Callable[[int, int], None] | None) -> None:
+    timings = summary.timings
+    mark = time.monotonic()
+    silver = lake.open_table(settings, lake.SILVER)
+    options = lake.storage_options(settings)
+    if explicit is None:
+        if silver is None:
+            return  # nothing built yet
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            # A gold table that is gone (deleted to rebuild it) means: every date — and the
+            # mark goes now, so a kill before the end cannot make that forgotten.
+            if any(lake.open_table(settings, lake.gold(m)) is None
+                   for m in engines.mart_names()):
+                conn.execute("delete from tripflow.batch_state where step = %s",
+                             (STATE_STEP,))
+            since = read_state(conn, STATE_STEP, silver)
+        todo = sorted(d for d in lake.changed_dates(silver, since, options) if d is not None)
+    else:
+        todo = explicit
+    summary.dates = todo
+    marts = list(engines.mart_names())
+    summary.rows_out = dict.fromkeys(marts, 0)
+    articles = LoadedArticles(settings)
+    summary.titles_from_articles = articles.loaded
+    rows_per_date = lake.rows_per_date(silver) if silver is not None else {}
+    groups = _groups(todo, rows_per_date, chunk_rows)
+    if sum(rows_per_date.get(d, 0) for d in todo) > _READ_ALL_ARTICLES_ROWS:
+        articles.read_all()
+    silver_uri = lake.table_uri(settings, lake.SILVER)
+    with db.connect(settings, autocommit=True) as conn:
+        window = set(dates_in_window(conn, todo, reconcile_days))
+        keys = primary_keys(conn, marts)
+    mark = _tick(timings, "plan", mark)
+
+    def load_postgres(items: Iterator[tuple[list[dt.date], dict[str, pa.Table]]]) -> None:
+        # One transaction for every mart and every date of the run.
+        with db.connect(settings) as conn, conn.transaction():
+            for group, results in items:
+                started = time.monotonic()
+                for mart in marts:
+                    _, inserted = replace_dates(conn, mart, group, results[mart])
+                    summary.rows_out[mart] += inserted
+                _tick(timings, "load", started)
+            started = time.monotonic()
+        _tick(timings, "commit", started)
+
+    def write_gold(items: Iterator[tuple[list[dt.date], dict[str, pa.Table]]]) -> None:
+        for group, results in items:
+            started = time.monotonic()
+            predicate = lake.date_predicate(group)
+            for mart in marts:
+                # Not partitioned: a date holds few mart rows, and one file per date and
+                # mart (14 k files for the full log) is slow to write and to read. Rows come
+                # sorted by primary key (mostly date first), so file statistics prune dates.
+                write_deltalake(lake.table_uri(settings, lake.gold(mart)), results[mart],
+                                mode="overwrite", predicate=predicate,
+                                storage_options=options)
+            _tick(timings, "gold", started)
+
+    stages = [_Stage("marts-postgres", load_postgres), _Stage("marts-gold", write_gold)]
+    for stage in stages:
+        stage.start()
+    minutes: list[pa.Table] = []
+    done = 0
+    if on_progress:
+        on_progress(0, len(todo))
+    try:
+        for group in groups:
+            mark = time.monotonic()
+            if silver is not None:
+                rows = lake.dataset(silver, silver_uri, group).to_table(
+                    columns=engines.SILVER_COLUMNS, use_threads=False)
+            else:
+                rows = SILVER_SCHEMA.empty_table().select(engines.SILVER_COLUMNS)
+            summary.rows_in += rows.num_rows
+            mark = _tick(timings, "read", mark)
+            titles = articles.for_documents(rows.column("document_id"))
+            results = runner.run(engines.relations(rows, titles), marts, order_by=keys)
+            recent = [d for d in group if d in window]
+            if recent:  # the hot minutes, only for dates the hot marts still keep
+                mask = pc.is_in(rows.column("event_date"), pa.array(recent, pa.date32()))
+                minutes.append(runner.run(engines.relations(rows.filter(mask), None),
+                                          [engines.RECONCILE_QUERY])[engines.RECONCILE_QUERY])
+            del rows
+            _tick(timings, "compute", mark)
+            for stage in stages:
+                stage.put((group, results))
+            done += len(group)
+            if on_progress:
+                on_progress(done, len(todo))
+        for stage in stages:
+            stage.finish()
+    except BaseException:
+        for stage in stages:
+            stage.abort()
+        raise
+    mark = time.monotonic()
+    with db.connect(settings) as conn:
+        if window:
+            with conn.transaction():
+                summary.reconciliation = reconcile(conn, pa.concat_tables(minutes),
+                                                   sorted(window))
+            mark = _tick(timings, "reconcile", mark)
+        if explicit is None and silver is not None:
+            with conn.transaction():
+                write_state(conn, STATE_STEP, silver)
+
+
+def mart_row_counts(settings: Settings) -> dict[str, int]:
+    """Rows per cold mart in PostgreSQL (what `make demo` prints)."""
+    with db.connect(settings) as conn:
+        return {mart: conn.execute(f"select count(*) from {mart}").fetchone()[0]  # type: ignore[index]
+                for mart in engines.mart_names()}
+
+
+@dataclass
+class BackfillSummary:
+    silver: SilverSummary
+    marts: MartsSummary
+
+    def line(self) -> str:
+        return f"backfill: {self.silver.line()} | {self.marts.line()}"
+
+
+def date_span(start: dt.date, end: dt.date) -> list[dt.date]:
+    if end < start:
+        raise ValueError(f"the range ends ({end}) before it starts ({start})")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def backfill(settings: Settings, start: dt.date, end: dt.date, *,
+             reconcile_days: int | None = HOT_RETENTION_DAYS,
+             on_progress: Callable[[str, int, int], None] | None = None) -> BackfillSummary:
+    """Silver, then marts, for every date from `start` to `end` (inclusive). Logged as a
+    'backfill' run around the 'silver' and 'marts' runs it makes."""
+    dates = date_span(start, end)
+    with logged_run(db.prepare(settings), "backfill", f"{start}..{end}") as stats:
+        silver = run_silver(settings, dates, on_progress=(
+            (lambda done, total: on_progress("silver", done, total)) if on_progress else None))
+        stats.rows_in, stats.duplicates = silver.rows_in, silver.duplicates
+        stats.quarantined = silver.quarantined
+        marts = run_marts(settings, dates, reconcile_days=reconcile_days, on_progress=(
+            (lambda done, total: on_progress("marts", done, total)) if on_progress else None))
+        stats.rows_out = sum(marts.rows_out.values())
+        stats.detail = f"silver: {silver.clicks} clicks; marts: {marts.rows_out}"
+    return BackfillSummary(silver, marts)

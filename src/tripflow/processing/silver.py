@@ -1,0 +1,449 @@
+"""Silver: parsed, normalised, exactly deduplicated clicks, rebuilt per date from bronze.
+
+For each date, silver is a pure function of that date's bronze rows: the one parser
+(`records.parser.parse_batch`, with each row's Kafka timestamp as its read time), then the
+first record per dedup key in (Kafka partition, offset) order. A run replaces its dates in
+`silver/clicks` with a Delta predicate overwrite: one atomic commit per group of dates, so
+a reader (or a kill) sees each date either as it was or as rebuilt, never half.
+
+Bad records are stored in `tripflow.quarantine` (idempotent by topic/partition/offset), so
+rebuilding a date never adds a second row. Bronze rows without a date (`event_date` null)
+belong to no date: every run quarantines the ones no earlier run handled, and records the
+highest offset handled per partition in the same transaction, so they are handled once.
+
+Groups of dates are rebuilt by worker processes in parallel when there are several (each
+group: read its bronze files, parse, store its quarantine rows, one predicate overwrite;
+groups are disjoint partitions, so their commits do not conflict).
+
+`--changed` rebuilds the dates whose bronze files changed since the bronze version the last
+`--changed` run read (`tripflow.batch_state`, step 'silver'); that version is stored only
+once every date is rebuilt, so a killed run redoes the same dates next time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+
+import tripflow
+from tripflow import db, lake
+from tripflow.processing import quarantine
+from tripflow.processing.bronze import read_times
+from tripflow.processing.runlog import logged_run
+from tripflow.records.parser import parse_batch
+from tripflow.records.schema import CLICK_SCHEMA
+from tripflow.settings import Settings
+
+SILVER_SCHEMA = pa.schema(
+    [
+        *CLICK_SCHEMA,
+        pa.field("kafka_partition", pa.int32(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+    ]
+)
+
+# Bronze columns silver reads.
+_BRONZE_COLUMNS = ["topic", "partition", "offset", "kafka_timestamp", "value", "ingested_at",
+                   "event_date"]
+# Dates are rebuilt in groups of about this many bronze rows: one parse and one Delta
+# commit per group keeps a multi-year backfill to a few dozen commits with bounded memory.
+CHUNK_ROWS = 400_000
+STATE_STEP = "silver"
+
+
+@dataclass
+class SilverBuild:
+    """Silver rows and quarantined records built from some bronze rows."""
+
+    clicks: pa.Table  # SILVER_SCHEMA
+    quarantine: pa.Table  # parser quarantine columns + topic/partition/offset
+    rows_in: int
+    duplicates: int
+    misplaced: int  # valid clicks whose date differs from their bronze partition (expect 0)
+
+
+def build_silver(rows: pa.Table) -> SilverBuild:
+    """Parse bronze rows and keep the first record per dedup key by (partition, offset).
+
+    Pure: the same bronze rows always give the same result."""
+    context = pa.table({
+        "topic": rows.column("topic"),
+        "partition": rows.column("partition"),
+        "offset": rows.column("offset"),
+        "bronze_date": rows.column("event_date"),
+    })
+    result = parse_batch(rows.column("value"), context=context, read_ms=read_times(rows))
+    clicks = result.clicks
+    # Bronze dates every valid click by the parser itself, so this holds by construction;
+    # a click that nevertheless lands in the wrong partition is counted, not written there.
+    placed = pc.fill_null(pc.equal(clicks.column("event_date"), clicks.column("bronze_date")),
+                          False)
+    misplaced = clicks.num_rows - pc.sum(placed.cast(pa.int64())).as_py() if clicks.num_rows else 0
+    if misplaced:
+        clicks = clicks.filter(placed)
+    parsed = clicks.num_rows
+    if parsed:
+        # Index arithmetic on narrow columns, then one `take` of the wide table: the first
+        # row per dedup key in (partition, offset) order, laid out by event time.
+        position = clicks.select(["partition", "offset"])
+        by_position = pc.sort_indices(position, [("partition", "ascending"),
+                                                 ("offset", "ascending")])
+        ranked = pa.table({"dedup_key": clicks.column("dedup_key").take(by_position),
+                           "rank": pa.array(np.arange(parsed, dtype=np.int64))})
+        firsts = ranked.group_by("dedup_key", use_threads=False).aggregate([("rank", "min")])
+        kept = by_position.take(firsts.column("rank_min"))
+        layout = clicks.select(["event_date", "event_ts", "partition", "offset"]).take(kept)
+        clicks = clicks.take(kept.take(pc.sort_indices(
+            layout, [("event_date", "ascending"), ("event_ts", "ascending"),
+                     ("partition", "ascending"), ("offset", "ascending")])))
+    columns = [clicks.column(name) for name in CLICK_SCHEMA.names]
+    columns += [clicks.column("partition"), clicks.column("offset")]
+    silver = pa.Table.from_arrays(columns, schema=SILVER_SCHEMA)
+    bad = result.quarantine.drop_columns(["bronze_date"])
+    return SilverBuild(silver, bad, rows.num_rows, parsed - silver.num_rows, misplaced)
+
+
+@dataclass
+class SilverSummary:
+    """What one `run_silver` did."""
+
+    dates: list[dt.date] = field(default_factory=list)
+    rows_in: int = 0  # bronze rows read (dated and undated)
+    clicks: int = 0  # silver rows written (distinct clicks)
+    duplicates: int = 0
+    quarantined: int = 0  # bad records met (dated rows of these dates + undated rows)
+    quarantined_new: int = 0  # of which not in the quarantine table before
+    undated: int = 0  # undated bronze rows handled by this run
+    misplaced: int = 0
+    commits: int = 0
+    bronze_version: int | None = None
+    seconds: float = 0.0
+
+    def date_range(self) -> str | None:
+        return _date_range(self.dates)
+
+    def line(self) -> str:
+        dates = self.date_range() or "no dates"
+        return (
+            f"silver: {len(self.dates)} dates ({dates}), {self.rows_in:,} bronze rows in, "
+            f"{self.clicks:,} clicks out, {self.duplicates:,} duplicates, "
+            f"{self.quarantined:,} quarantined ({self.quarantined_new:,} new, "
+            f"{self.undated:,} undated), {self.seconds:.1f} s"
+            + (f", {self.misplaced} MISPLACED" if self.misplaced else "")
+        )
+
+
+def _date_range(dates: list[dt.date]) -> str | None:
+    if not dates:
+        return None
+    first, last = min(dates), max(dates)
+    return str(first) if first == last else f"{first}..{last}"
+
+
+def read_state(conn: psycopg.Connection, step: str, table: DeltaTable) -> int | None:
+    """The version of `table` the last incremental `step` read; None when it never read
+    this table (a lake table recreated under the same path has a new id)."""
+    row = conn.execute(
+        "select input_table, input_version from tripflow.batch_state where step = %s", (step,)
+    ).fetchone()
+    if row is None or row[0] != table.metadata().id:
+        return None
+    return int(row[1])
+
+
+def write_state(conn: psycopg.Connection, step: str, table: DeltaTable) -> None:
+    conn.execute(
+        "insert into tripflow.batch_state (step, input_table, input_version) "
+        "values (%s, %s, %s) on conflict (step) do update set "
+        "input_table = excluded.input_table, input_version = excluded.input_version, "
+        "updated_at = now()",
+        (step, table.metadata().id, table.version()),
+    )
+
+
+def _chunks(dates: list[dt.date], rows: dict[dt.date | None, int],
+            chunk_rows: int) -> Iterator[list[dt.date]]:
+    """Consecutive groups of dates holding about `chunk_rows` bronze rows each."""
+    group: list[dt.date] = []
+    size = 0
+    for day in dates:
+        if group and size + rows.get(day, 0) > chunk_rows:
+            yield group
+            group, size = [], 0
+        group.append(day)
+        size += rows.get(day, 0)
+    if group:
+        yield group
+
+
+def _undated_pass(conn: psycopg.Connection, bronze: DeltaTable, uri: str,
+                  summary: SilverSummary) -> None:
+    """Quarantine the undated bronze rows no earlier run handled; remember the offsets."""
+    done = conn.execute(
+        "select topic, partition, max_offset from tripflow.bronze_undated_done").fetchall()
+    handled = None
+    for topic, partition, max_offset in done:
+        seen = ((pc.field("topic") == topic) & (pc.field("partition") == partition)
+                & (pc.field("offset") <= max_offset))
+        handled = seen if handled is None else handled | seen
+    rows = lake.dataset(bronze, uri, [None]).to_table(
+        columns=_BRONZE_COLUMNS, filter=None if handled is None else ~handled)
+    if rows.num_rows == 0:
+        return
+    built = build_silver(rows)
+    # No click can come out of an undated row (bronze dates every valid click): should the
+    # parser ever disagree, the click is counted as misplaced rather than written anywhere.
+    summary.misplaced += built.misplaced
+    last = rows.group_by(["topic", "partition"]).aggregate([("offset", "max")])
+    with conn.transaction():
+        summary.quarantined_new += quarantine.store(conn, built.quarantine)
+        for topic, partition, max_offset in zip(
+            last.column("topic").to_pylist(), last.column("partition").to_pylist(),
+            last.column("offset_max").to_pylist(), strict=True,
+        ):
+            conn.execute(
+                "insert into tripflow.bronze_undated_done (topic, partition, max_offset) "
+                "values (%s, %s, %s) on conflict (topic, partition) do update "
+                "set max_offset = greatest(tripflow.bronze_undated_done.max_offset, "
+                "excluded.max_offset)",
+                (topic, partition, max_offset),
+            )
+    summary.rows_in += rows.num_rows
+    summary.undated += rows.num_rows
+    summary.quarantined += built.quarantine.num_rows
+
+
+def run_silver(
+    settings: Settings,
+    dates: Iterable[dt.date] | None = None,
+    *,
+    changed: bool = False,
+    chunk_rows: int = CHUNK_ROWS,
+    workers: int = 2,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> SilverSummary:
+    """Rebuild silver for `dates`, or (`changed=True`, the default without dates) for the
+    dates bronze appended to since the last `changed` run. Safe to kill at any instant."""
+    if dates is not None and changed:
+        raise ValueError("give dates or changed=True, not both")
+    explicit = sorted(set(dates)) if dates is not None else None
+    dsn = db.prepare(settings)
+    summary = SilverSummary()
+    started = time.monotonic()
+    with logged_run(dsn, "silver", _date_range(explicit or [])) as stats:
+        try:
+            _run(settings, dsn, explicit, summary, chunk_rows, workers, on_progress)
+        finally:
+            summary.seconds = time.monotonic() - started
+            stats.dates = summary.date_range()
+            stats.rows_in, stats.rows_out = summary.rows_in, summary.clicks
+            stats.duplicates, stats.quarantined = summary.duplicates, summary.quarantined
+            stats.detail = (
+                f"{summary.quarantined_new} new quarantine rows, {summary.undated} undated "
+                f"bronze rows handled, {summary.commits} commits, bronze version "
+                f"{summary.bronze_version}"
+                + (f", {summary.misplaced} MISPLACED clicks" if summary.misplaced else ""))
+    return summary
+
+
+def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: SilverSummary,
+         chunk_rows: int, workers: int, on_progress: Callable[[int, int], None] | None) -> None:
+    bronze = lake.open_table(settings, lake.BRONZE)
+    if bronze is None:
+        return  # nothing ingested yet: nothing to rebuild
+    summary.bronze_version = bronze.version()
+    options = lake.storage_options(settings)
+    bronze_uri = lake.table_uri(settings, lake.BRONZE)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _undated_pass(conn, bronze, bronze_uri, summary)
+        if explicit is None:
+            # A silver table that is gone (deleted to rebuild it) means: every date — and
+            # the mark goes now, so a kill before the end cannot make that forgotten.
+            if lake.open_table(settings, lake.SILVER) is None:
+                conn.execute("delete from tripflow.batch_state where step = %s", (STATE_STEP,))
+            since = read_state(conn, STATE_STEP, bronze)
+            touched = lake.changed_dates(bronze, since, options)
+            todo = sorted(day for day in touched if day is not None)
+        else:
+            todo = explicit
+        summary.dates = todo
+        rows_per_date = lake.rows_per_date(bronze)
+        groups = list(_chunks(todo, rows_per_date, chunk_rows))
+        silver_uri = lake.table_uri(settings, lake.SILVER)
+        if len(groups) > 1 and lake.open_table(settings, lake.SILVER) is None:
+            # Created once here: parallel first writes would race to create version 0.
+            write_deltalake(silver_uri, SILVER_SCHEMA.empty_table(), mode="append",
+                            partition_by=["event_date"], storage_options=options)
+        requests = [_GroupRequest(lake.file_set(bronze, bronze_uri, group), silver_uri,
+                                  options, dsn,
+                                  lake.date_predicate(group)) for group in groups]
+        done = 0
+        if on_progress:
+            on_progress(0, len(todo))
+        with _rebuilder(workers, len(groups)) as rebuild:
+            for group, result in zip(groups, rebuild(requests), strict=True):
+                summary.commits += 1
+                summary.rows_in += result.rows_in
+                summary.clicks += result.clicks
+                summary.duplicates += result.duplicates
+                summary.quarantined += result.quarantined
+                summary.quarantined_new += result.quarantined_new
+                summary.misplaced += result.misplaced
+                done += len(group)
+                if on_progress:
+                    on_progress(done, len(todo))
+        if explicit is None:
+            write_state(conn, STATE_STEP, bronze)
+
+
+# -- rebuilding groups of dates, here or in worker processes -------------------------------
+@dataclass(frozen=True)
+class _GroupRequest:
+    """Everything needed to rebuild one group of dates (picklable, no open handles)."""
+
+    bronze_files: lake.FileSet
+    silver_uri: str
+    options: dict[str, str] | None
+    dsn: str
+    predicate: str
+
+
+@dataclass(frozen=True)
+class _GroupResult:
+    rows_in: int
+    clicks: int
+    duplicates: int
+    quarantined: int
+    quarantined_new: int
+    misplaced: int
+
+
+def _rebuild_group(request: _GroupRequest) -> _GroupResult:
+    """Rebuild one group of dates: its bad records to the quarantine (idempotent), then
+    its silver rows in one Delta predicate overwrite (atomic). Groups are disjoint sets of
+    partitions, so concurrent rebuilds commit without conflicting."""
+    rows = lake.read_files(request.bronze_files).to_table(columns=_BRONZE_COLUMNS,
+                                                          use_threads=False)
+    built = build_silver(rows)
+    with psycopg.connect(request.dsn, autocommit=True) as conn, conn.transaction():
+        new = quarantine.store(conn, built.quarantine)
+    write_deltalake(request.silver_uri, built.clicks, mode="overwrite",
+                    predicate=request.predicate, partition_by=["event_date"],
+                    storage_options=request.options)
+    return _GroupResult(built.rows_in, built.clicks.num_rows, built.duplicates,
+                        built.quarantine.num_rows, new, built.misplaced)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A killed `tripflow silver` takes its workers with it (Linux: PR_SET_PDEATHSIG), so
+    nothing keeps writing after a kill; elsewhere they stop at their next read."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _serve(parent: int) -> None:
+    """A worker process: rebuilds the groups it reads from stdin and answers on stdout
+    (length-prefixed pickles), until stdin closes (its parent finished or died)."""
+    _die_with_parent(parent)
+    channel_in = sys.stdin.buffer
+    # The channel gets its own copy of fd 1, and fd 1 becomes stderr: nothing a library
+    # prints (from Python or from C) can land between two answers.
+    channel_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    while header := channel_in.read(8):
+        request = pickle.loads(channel_in.read(int.from_bytes(header, "big")))
+        try:
+            answer: object = _rebuild_group(request)
+        except Exception as err:  # handed back to the parent, which raises it
+            answer = err
+        payload = pickle.dumps(answer)
+        channel_out.write(len(payload).to_bytes(8, "big") + payload)
+        channel_out.flush()
+
+
+class _Worker:
+    """One `_serve` process. Not fork (DuckDB, already running in this process, hangs in
+    a forked child) and not multiprocessing's spawn (it re-imports __main__, which for
+    `python -m tripflow` is the CLI): a plain child interpreter on two pipes."""
+
+    def __init__(self) -> None:
+        package_root = str(Path(tripflow.__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c",
+             f"from tripflow.processing.silver import _serve; _serve({os.getpid()})"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+    def rebuild(self, request: _GroupRequest) -> _GroupResult:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        payload = pickle.dumps(request)
+        self.process.stdin.write(len(payload).to_bytes(8, "big") + payload)
+        self.process.stdin.flush()
+        header = self.process.stdout.read(8)
+        if len(header) < 8:
+            raise RuntimeError(f"a silver worker process exited (code {self.process.poll()})")
+        answer = pickle.loads(self.process.stdout.read(int.from_bytes(header, "big")))
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@contextmanager
+def _rebuilder(workers: int, groups: int
+               ) -> Iterator[Callable[[list[_GroupRequest]], Iterator[_GroupResult]]]:
+    """A function from group requests to their results, in order. With several groups,
+    worker processes rebuild them in parallel (parsing holds the GIL for a good part:
+    threads do not scale); a single group is rebuilt right here (no start-up cost)."""
+    if workers <= 1 or groups <= 1:
+        yield lambda requests: map(_rebuild_group, requests)
+        return
+    started = [_Worker() for _ in range(min(workers, groups))]
+    idle: queue.Queue[_Worker] = queue.Queue()
+    for worker in started:
+        idle.put(worker)
+
+    def on_a_worker(request: _GroupRequest) -> _GroupResult:
+        worker = idle.get()
+        try:
+            return worker.rebuild(request)
+        finally:
+            idle.put(worker)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(started)) as pool:
+            yield lambda requests: pool.map(on_a_worker, requests)
+    finally:
+        for worker in started:
+            worker.close()

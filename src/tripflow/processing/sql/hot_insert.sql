@@ -1,0 +1,23 @@
+-- Insert the staged clicks that are not stored yet; keep the new ones in hot_new.
+-- Sorted by key so that two workers inserting overlapping keys lock them in the same order
+-- (no deadlock); among copies of one click the first by (partition, offset) wins, as in
+-- silver. Event time is built from integer milliseconds: exact, no float or text step.
+with inserted as (
+    insert into tripflow.hot_clicks (dedup_key, event_ts, session_id, document_id, title,
+                                     clinical_areas, kafka_partition, kafka_offset)
+    select dedup_key,
+           timestamptz 'epoch' + event_ms * interval '1 millisecond',
+           session_id,
+           document_id,
+           title,
+           string_to_array(nullif(areas, ''), ','),
+           kafka_partition,
+           kafka_offset
+    from hot_stage
+    order by dedup_key, event_ms, kafka_partition, kafka_offset
+    on conflict do nothing
+    returning dedup_key, event_ts, session_id, document_id, clinical_areas
+)
+insert into hot_new (dedup_key, event_ts, session_id, document_id, clinical_areas)
+select dedup_key, event_ts, session_id, document_id, clinical_areas
+from inserted;

@@ -1,0 +1,81 @@
+"""Event-time alignment of partitions (tripflow.processing.alignment), without a broker."""
+
+from __future__ import annotations
+
+from tripflow.processing.alignment import PartitionBuffers, event_ms
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+
+
+def fill(buffers: PartitionBuffers[str], partition: int, times: list[int | None]) -> None:
+    buffers.extend(partition, [(t, f"p{partition}@{i}") for i, t in enumerate(times)])
+
+
+def test_event_time_is_read_from_the_raw_record() -> None:
+    assert event_ms(b'{"DateCreated": "/Date(1451606501933)/", "SessionId": "x"}', None) == \
+        1451606501933
+    assert event_ms(b'{"DateCreated":"\\/Date(1451606501933)\\/"}', None) == 1451606501933
+    assert event_ms(b'{"SessionId": "x"}', None) is None
+    assert event_ms(None, None) is None
+    assert event_ms(b'{"DateCreated": "/Date(915148800000)/"}', None) is None  # before 2000
+    # more than a day after it was read: will be quarantined, must not move anything
+    assert event_ms(b'{"DateCreated": "/Date(4102444800000)/"}', 1451606501933) is None
+
+
+def test_a_partition_ahead_waits_for_the_others() -> None:
+    buffers: PartitionBuffers[str] = PartitionBuffers(slack_ms=HOUR, capacity=100)
+    fill(buffers, 0, [0, DAY, 2 * DAY, 3 * DAY])  # one big chunk: days of event time
+    # partition 1 has not delivered yet but may have records: nothing of 0 beyond its slack
+    bound = buffers.bound([0, 1], lambda p: True)
+    assert buffers.release(bound, 100) == []
+    fill(buffers, 1, [10, 20 * HOUR])
+    bound = buffers.bound([0, 1], lambda p: True)
+    assert bound == 20 * HOUR + HOUR
+    assert buffers.release(bound, 100) == ["p0@0", "p1@0", "p1@1"]
+    # partition 1 read to its end: everything goes
+    bound = buffers.bound([0, 1], lambda p: p != 1)
+    assert buffers.release(bound, 100) == ["p0@1", "p0@2", "p0@3"]
+
+
+def test_the_limit_keeps_event_time_order_across_partitions() -> None:
+    buffers: PartitionBuffers[str] = PartitionBuffers(slack_ms=0, capacity=100)
+    fill(buffers, 0, [1, 2, 3, 4, 5, 6])
+    fill(buffers, 1, [1, 2, 3, 4, 5, 6])
+    out = buffers.release(10**12, 4)
+    assert sorted(out) == ["p0@0", "p0@1", "p1@0", "p1@1"]  # the earliest, not one partition
+
+
+def test_disorder_within_a_partition_never_blocks_release() -> None:
+    # A late record deep in a buffer is earlier than every head: the limit must still let
+    # whole prefixes go (a record goes with the greatest time before it).
+    buffers: PartitionBuffers[str] = PartitionBuffers(slack_ms=0, capacity=100)
+    fill(buffers, 0, [50, 60, 1, 2, 3])
+    fill(buffers, 1, [55, 65, 4, 5, 6])
+    out = buffers.release(10**12, 3)
+    assert out and len(out) <= 10
+    assert out[0] in ("p0@0", "p1@0")
+    rest = buffers.release(10**12, 100)
+    assert len(out) + len(rest) == 10
+
+
+def test_records_without_time_go_at_once() -> None:
+    buffers: PartitionBuffers[str] = PartitionBuffers(slack_ms=0, capacity=100)
+    fill(buffers, 0, [None, None, 5])
+    assert buffers.release(buffers.bound([0, 1], lambda p: True), 100) == ["p0@0", "p0@1"]
+    assert buffers.full(0) is False and buffers.size() == 1
+    buffers.drop(0)
+    assert buffers.size() == 0 and 0 not in buffers.seen
+
+
+def test_a_record_dated_far_ahead_holds_its_partition_only_for_a_while() -> None:
+    buffers: PartitionBuffers[str] = PartitionBuffers(slack_ms=HOUR, capacity=100)
+    fill(buffers, 0, [10 * DAY, 1, 2])  # a click dated days ahead, then ordinary ones
+    fill(buffers, 1, [0, 5])
+    everyone = [0, 1]
+    out = buffers.release(buffers.bound(everyone, lambda p: True), 100, now=0.0, stall_s=10)
+    assert out == ["p1@0", "p1@1"] and buffers.forced == set()
+    out = buffers.release(buffers.bound(everyone, lambda p: True), 100, now=5.0, stall_s=10)
+    assert out == []
+    out = buffers.release(buffers.bound(everyone, lambda p: True), 100, now=10.0, stall_s=10)
+    assert out == ["p0@0", "p0@1", "p0@2"] and buffers.forced == {0}

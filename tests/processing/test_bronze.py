@@ -1,0 +1,161 @@
+"""Bronze: the event_date extraction (unit) and the loader against the real broker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from tripflow import lake
+from tripflow.messaging.config import consumer_config
+from tripflow.processing.bronze import (
+    GROUP_ID,
+    BronzeError,
+    _Batch,
+    _Loader,
+    app_id,
+    event_dates,
+    run_bronze,
+)
+from tripflow.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "batch"))
+import batchkit
+
+DAY = dt.date(2016, 1, 1)
+MS = batchkit.at(DAY, 0, 1, 41, 933)  # 1451606501933
+READ_MS = batchkit.at(dt.date(2016, 1, 2), 12)
+
+
+def dates_of(*values: bytes | None, read_ms: int = READ_MS) -> list[dt.date | None]:
+    array = pa.array(list(values), pa.binary())
+    return event_dates(array, pa.array(np.full(len(values), read_ms, np.int64))).to_pylist()
+
+
+def test_event_date_of_plain_and_quirky_records() -> None:
+    plain = batchkit.record(MS, "s" * 24, 1)
+    escaped = plain.replace(b'"/Date(', b'"\\/Date(').replace(b')/"', b')\\/"')
+    array_style = b"  [" + plain + b","
+    key_later = b'{"SessionId": "abc", "DocumentId": 1, "DateCreated": "/Date(%d)/"}' % MS
+    bad_utf8 = plain.replace(b'"Title": "t"', b'"Title": "\xff\xfe"')
+    truncated = plain[:60]
+    assert dates_of(plain, escaped, array_style, key_later, bad_utf8, truncated) == [DAY] * 6
+
+
+def test_no_event_date_when_no_click_can_have_one() -> None:
+    too_old = batchkit.record(batchkit.at(dt.date(1999, 5, 5), 1), "s" * 24, 1)
+    future = batchkit.record(READ_MS + 2 * 86_400_000, "s" * 24, 1)
+    tomorrow = batchkit.record(READ_MS + 86_400_000 - 1, "s" * 24, 1)  # within a day: fine
+    bad_date = b'{"DateCreated": "/Date(abc)/", "SessionId": "a", "DocumentId": 1}'
+    # A repeated key: the parser reads the first one, so no date either.
+    repeated = b'{"DateCreated": "x", "DateCreated": "/Date(%d)/", "SessionId": "a", ' \
+               b'"DocumentId": 1}' % MS
+    not_object = b'"{\\"DateCreated\\": \\"/Date(%d)/\\"}"' % MS
+    assert dates_of(too_old, future, tomorrow, bad_date, repeated, not_object, None, b"") == [
+        None, None, dt.date(2016, 1, 3), None, None, None, None, None]
+
+
+def positions(settings: Settings) -> dict[int, list[int]]:
+    table = lake.open_table(settings, lake.BRONZE)
+    assert table is not None
+    rows = table.to_pyarrow_table(columns=["partition", "offset"])
+    found: dict[int, list[int]] = {}
+    for p, o in zip(rows.column("partition").to_pylist(), rows.column("offset").to_pylist(),
+                    strict=True):
+        found.setdefault(p, []).append(o)
+    return {p: sorted(v) for p, v in found.items()}
+
+
+def lines(n: int, start: int = 0) -> list[bytes]:
+    return [batchkit.record(MS + i, f"session{i % 17:017d}", 1000 + i)
+            for i in range(start, start + n)]
+
+
+def assert_exactly(settings: Settings, sent: list[batchkit.Sent]) -> None:
+    want: dict[int, list[int]] = {}
+    for s in sent:
+        want.setdefault(s.partition, []).append(s.offset)
+    assert positions(settings) == {p: sorted(v) for p, v in want.items()}
+    for offsets in positions(settings).values():
+        assert offsets == list(range(len(offsets)))
+
+
+def test_exactly_once_across_runs_and_a_growing_topic(settings: Settings) -> None:
+    sent = batchkit.produce(settings, lines(300), partitions=3)
+    first = run_bronze(settings, until_idle=1, partitions=(), max_batch_rows=64)
+    assert (first.records, first.written, first.trimmed) == (300, 300, 0)
+    assert first.batches >= 5
+    sent += batchkit.produce(settings, lines(120, 300), create=False)
+    second = run_bronze(settings, until_idle=1, partitions=())
+    assert second.written == 120
+    third = run_bronze(settings, until_idle=0.5, partitions=())
+    assert third.written == 0
+    assert_exactly(settings, sent)
+    table = lake.open_table(settings, lake.BRONZE)
+    for p in range(3):
+        assert table.transaction_version(app_id(settings.topic, p)) == max(
+            s.offset for s in sent if s.partition == p)
+
+
+def test_a_batch_overlapping_bronze_is_trimmed(settings: Settings) -> None:
+    sent = batchkit.produce(settings, lines(40), partitions=1)
+    run_bronze(settings, until_idle=0.5, partitions=())
+    # A retried batch: offsets 30..49 of partition 0, of which 30..39 are written already.
+    loader = _Loader(settings, 100, 1.0, None)
+    offsets = np.arange(30, 50, dtype=np.int64)
+    values = [batchkit.record(MS + int(o), "x" * 24, int(o)) for o in offsets]
+    loader._write(_Batch(np.zeros(20, np.int32), offsets, np.full(20, READ_MS, np.int64),
+                         pa.array([None] * 20, pa.binary()), pa.array(values, pa.binary())))
+    assert (loader.summary.trimmed, loader.summary.written) == (10, 10)
+    assert positions(settings) == {0: list(range(50))}
+    assert len(sent) == 40
+
+
+def test_resumes_from_delta_versions_not_kafka_offsets(settings: Settings) -> None:
+    sent = batchkit.produce(settings, lines(90), partitions=3)
+    run_bronze(settings, until_idle=1)  # the consumer group, as in production
+    # Rewind the group's committed offsets: bronze must still not copy anything twice.
+    rewind = Consumer(consumer_config(settings, GROUP_ID))
+    rewind.commit(offsets=[TopicPartition(settings.topic, p, 0) for p in range(3)],
+                  asynchronous=False)
+    rewind.close()
+    again = run_bronze(settings, until_idle=1)
+    assert (again.records, again.written) == (0, 0)  # resumed after the Delta versions
+    assert_exactly(settings, sent)
+    # And the other way round: a new, empty bronze table is filled from the start,
+    # whatever offsets the group committed.
+    shutil.rmtree(lake.table_uri(settings, lake.BRONZE))
+    refill = run_bronze(settings, until_idle=1)
+    assert refill.written == 90
+    assert_exactly(settings, sent)
+
+
+def test_two_loaders_in_the_group_share_the_partitions(settings: Settings) -> None:
+    sent = batchkit.produce(settings, lines(200), partitions=4)
+    results = []
+
+    def loader() -> None:
+        results.append(run_bronze(settings, until_idle=4, max_batch_rows=20))
+
+    threads = [threading.Thread(target=loader) for _ in range(2)]
+    threads[0].start()
+    time.sleep(1.0)  # the second joins while the first works: a rebalance
+    threads[1].start()
+    sent += batchkit.produce(settings, lines(200, 200), create=False)
+    for t in threads:
+        t.join(timeout=120)
+    assert sum(r.written for r in results) == 400
+    assert_exactly(settings, sent)
+
+
+def test_a_missing_topic_is_a_clear_error(settings: Settings) -> None:
+    with pytest.raises(BronzeError, match="does not exist"):
+        run_bronze(settings, until_idle=0.5, partitions=())
