@@ -222,6 +222,7 @@ def _connection() -> duckdb.DuckDBPyConnection:
     if connection is None or _local.pid != os.getpid():
         # One thread: parallelism comes from running one parser per partition/date.
         connection = duckdb.connect(config={"threads": 1})
+        connection.execute("set enable_progress_bar = false")  # no bar on stderr in a worker
         connection.execute(_MACROS)
         _local.connection, _local.pid = connection, os.getpid()
     return connection
