@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -115,24 +114,8 @@ def own_home() -> Iterator[Path]:
     shutil.rmtree(home, ignore_errors=True)
 
 
-def _listening_free(port: int) -> bool:
-    """Nothing *listens* on the port (TIME_WAIT leftovers of the stopped server do not
-    count, as for PostgreSQL itself, which binds with SO_REUSEADDR)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def test_postgres_stopped_and_started_mid_run(endpoints: Endpoints, own_home: Path,
-                                              tmp_path: Path, test_id: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    # services.procs.port_free binds without SO_REUSEADDR, so right after a stop it sees the
-    # old port as taken and would restart the server on another one (new DSN).
-    monkeypatch.setattr(postgres, "port_free", _listening_free)
+                                              tmp_path: Path, test_id: str) -> None:
     settings = Settings(home=own_home, kafka_bootstrap=endpoints.kafka_bootstrap,
                         topic=f"pg_restart_{test_id}")
     services.up(settings)  # a PostgreSQL of our own; the session's broker
@@ -158,12 +141,10 @@ def test_postgres_stopped_and_started_mid_run(endpoints: Endpoints, own_home: Pa
 
 
 def test_broker_restarted_with_an_empty_log(pg_dsn: str, own_home: Path, tmp_path: Path,
-                                            test_id: str,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+                                            test_id: str) -> None:
     """The embedded broker forgets everything on restart: the worker notices that its
     stored offsets lie beyond the new log's end, says so, and reads the new log from its
     start. Meanwhile (broker down) it logs and retries, and does not crash."""
-    monkeypatch.setattr(broker, "port_free", _listening_free)  # same address on restart
     settings = Settings(home=own_home, pg_dsn=pg_dsn, topic=f"broker_restart_{test_id}")
     services.up(settings)  # a broker of our own; the test's database
     bootstrap = services.kafka_bootstrap(settings)
