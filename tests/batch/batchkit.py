@@ -21,6 +21,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests.spec_areas import canonical_area
 from tripflow.messaging.config import producer_config
 from tripflow.settings import Settings
 
@@ -28,22 +29,6 @@ DAY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.json$")
 ONE_DAY_MS = 86_400_000
 EARLIEST_MS = 946_684_800_000
 
-# spec/tripclick-format.md, "Clinical areas": the 27 names, plus the 5 it adds.
-CANONICAL_AREAS = [
-    "Anesthesiology", "Cardiology", "Critical Care", "Dentistry", "Dermatology",
-    "Emergency Medicine", "Endocrinology", "Gastroenterology", "Geriatrics", "Hematology",
-    "Infectious Disease", "Neurology", "OB-Gyn", "Oncology", "Ophthalmology", "Orthopedic",
-    "Otolaryngology-ENT", "Pediatrics", "Physical Medicine", "Primary Care", "Psychiatry",
-    "Pulmonology", "Radiology", "Rheumatology", "Surgery", "Urology", "Women's Health",
-    "Sports Medicine", "Preventive Medicine", "Public Health", "Epidemiology", "Hospice",
-]
-
-
-def _area_key(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalpha())
-
-
-_CANONICAL = {_area_key(name): name for name in CANONICAL_AREAS}
 
 
 # -- files and producing ---------------------------------------------------------------------
@@ -178,9 +163,9 @@ def read_click(sent: Sent) -> Click | None:
     areas = set()
     if isinstance(areas_text, str):
         for piece in areas_text.split(","):
-            name = piece.strip()
-            if name and _area_key(name) in _CANONICAL:
-                areas.add(_CANONICAL[_area_key(name)])
+            name = canonical_area(piece)
+            if name:
+                areas.add(name)
     return Click(session, document, ms, title if isinstance(title, str) else None,
                  frozenset(areas), sent.partition, sent.offset)
 

@@ -14,22 +14,14 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import xxhash
 
+from tests.spec_areas import canonical_area
+
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 FIVE_MIN_MS = 300_000
 Y2000_MS = 946_684_800_000
 DAY_MS = 86_400_000
 
-# spec/tripclick-format.md, "Clinical areas": the 27 names plus the 5 added.
-CANONICAL = [
-    "Anesthesiology", "Cardiology", "Critical Care", "Dentistry", "Dermatology",
-    "Emergency Medicine", "Endocrinology", "Gastroenterology", "Geriatrics", "Hematology",
-    "Infectious Disease", "Neurology", "OB-Gyn", "Oncology", "Ophthalmology", "Orthopedic",
-    "Otolaryngology-ENT", "Pediatrics", "Physical Medicine", "Primary Care", "Psychiatry",
-    "Pulmonology", "Radiology", "Rheumatology", "Surgery", "Urology", "Women's Health",
-    "Sports Medicine", "Preventive Medicine", "Public Health", "Epidemiology", "Hospice",
-]
-_BY_KEY = {re.sub(r"[^a-z]", "", name.lower()): name for name in CANONICAL}
 _DATE = re.compile(r"/Date\((\d+)\)/")
 
 
@@ -71,8 +63,8 @@ def parse_line(line: bytes, read_ms: int) -> Click | None:
         return None
     areas = set()
     for piece in (record.get("ClinicalAreas") or "").split(","):
-        name = _BY_KEY.get(re.sub(r"[^a-z]", "", piece.strip().lower()))
-        if piece.strip() and name:
+        name = canonical_area(piece)
+        if name:
             areas.add(name)
     key = xxhash.xxh64(f"{session}|{document}|{ms}".encode()).hexdigest()
     title = record.get("Title")
