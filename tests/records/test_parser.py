@@ -375,6 +375,23 @@ def test_arrow_inputs_give_the_same_result(as_input: Any) -> None:
     assert result.quarantine.equals(expected.quarantine)
 
 
+@pytest.mark.parametrize("bad_every", [3, 1000])
+def test_many_chunks_with_scattered_bad_rows_give_the_same_result(bad_every: int) -> None:
+    # Bad rows between good ones in several chunks: few runs of good rows are taken as
+    # slices, many (bad_every=3 gives > 256 runs) by one filter; both must be exact.
+    bad = [b"oops", b"\xff{", None, b"[1,2]"]
+    values = [bad[i % len(bad)] if i % bad_every == 1 else SAMPLE_LINES[i % len(SAMPLE_LINES)]
+              for i in range(3_000)]
+    expected = parse_batch(values, read_ms=READ_MS)
+    chunked = pa.chunked_array([pa.array(values[i:i + 700], pa.binary())
+                                for i in range(0, len(values), 700)])
+    result = parse_batch(chunked, context=pa.table({"i": range(len(values))}), read_ms=READ_MS)
+    assert result.clicks.drop_columns(["i"]).equals(expected.clicks)
+    assert result.quarantine.drop_columns(["i"]).equals(expected.quarantine)
+    assert result.quarantine["i"].to_pylist() == [i for i in range(3_000) if i % bad_every == 1]
+    assert result.clicks.num_rows == 3_000 - len(result.quarantine)
+
+
 def test_empty_batch() -> None:
     result = parse_batch([], context=pa.table({"offset": pa.array([], pa.int64())}))
     assert result.clicks.num_rows == result.quarantine.num_rows == 0

@@ -94,9 +94,12 @@ class LoadedArticles:
         loaded."""
         if self.dataset is None:
             return None
-        if self.everything is not None:
-            return self.everything
         wanted = pc.unique(document_ids)
+        if self.everything is not None:
+            # Only the group's documents: joining the whole catalogue (millions of titles)
+            # in every group costs more than this one hash lookup.
+            return self.everything.filter(pc.is_in(self.everything.column("document_id"),
+                                                   value_set=wanted))
         if len(wanted) <= _LOOKUP_DOCUMENTS:
             with db.connect(self.settings) as conn:
                 rows = conn.execute("select document_id, title from tripflow.articles "

@@ -276,12 +276,22 @@ def _as_text(raw: pa.Array, text_type: pa.DataType) -> tuple[pa.Array, np.ndarra
     return text, invalid
 
 
-def _raw_and_text(values: RawValues) -> tuple[pa.Array, pa.Array, np.ndarray]:
-    """(raw bytes as sent, null as b"", the values as text, mask of non-UTF-8 rows)."""
+def _raw_and_text(values: RawValues) -> tuple[pa.ChunkedArray, pa.ChunkedArray, np.ndarray]:
+    """(raw bytes as sent, null as b"", the values as text, mask of non-UTF-8 rows).
+
+    Chunk by chunk: a column read from Parquet comes in many chunks, and gluing them
+    into one array would copy every byte of every value once more."""
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        values = pa.array(values, pa.binary())
+        chunks = values.chunks or [pa.array([], values.type)]
+    elif isinstance(values, pa.Array):
+        chunks = [values]
+    else:
+        chunks = [pa.array(values, pa.binary())]
+    raws, texts, masks = zip(*map(_chunk_raw_and_text, chunks), strict=True)
+    return pa.chunked_array(raws), pa.chunked_array(texts), np.concatenate(masks)
+
+
+def _chunk_raw_and_text(values: pa.Array) -> tuple[pa.Array, pa.Array, np.ndarray]:
     is_large = pa.types.is_large_binary(values.type) or pa.types.is_large_string(values.type)
     binary_type = pa.large_binary() if is_large else pa.binary()
     text_type = pa.large_string() if is_large else pa.string()
@@ -333,6 +343,26 @@ def _with_context(table: pa.Table, context: pa.Table | None, mask: pa.ChunkedArr
     for name, column in zip(rows.column_names, rows.columns, strict=True):
         table = table.append_column(rows.schema.field(name), column)
     return table
+
+
+def _keep_rows(table: pa.Table, keep: pa.ChunkedArray) -> pa.Table:
+    """The rows of `table` where `keep` is true. Filtering copies every column; rejected
+    rows are rare and clustered, so the runs between them are taken as zero-copy slices
+    when there are few of them."""
+    mask = keep.to_numpy(zero_copy_only=False)
+    if mask.all():
+        return table
+    # starts and ends of the runs of kept rows
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], mask, [False])).astype(np.int8)))
+    if len(edges) > 2 * _MAX_SLICES:
+        return table.filter(keep)
+    starts, ends = edges[0::2], edges[1::2]
+    slices = [table.slice(start, end - start) for start, end in zip(starts, ends, strict=True)]
+    return pa.concat_tables(slices) if slices else table.slice(0, 0)
+
+
+# Above this many runs of kept rows, one filter is cheaper than many slices.
+_MAX_SLICES = 256
 
 
 def _clicks_table(valid: pa.Table) -> pa.Table:
@@ -402,8 +432,7 @@ def parse_batch(
     is_click = parsed["is_click"]
     is_bad = pc.invert(is_click)
     fields = parsed.drop_columns(["is_click", "evidence"])
-    # Filtering copies every column: skip it for the common all-valid batch.
-    valid = fields if pc.all(is_click).as_py() else fields.filter(is_click)
+    valid = _keep_rows(fields, is_click)
     explained = [
         _explain(evidence, bad)
         for evidence, bad in zip(

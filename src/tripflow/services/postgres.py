@@ -171,6 +171,9 @@ def start(paths: PgPaths, port: int = 0) -> bool:
     (paths.data / "tripflow.conf").write_text(
         f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\n"
         "max_connections = 200\n"
+        # A cold-mart rebuild writes millions of rows in one transaction: with the
+        # defaults (1 GB of WAL, 128 MB of buffers) it checkpoints every few seconds.
+        "shared_buffers = 256MB\nmax_wal_size = 4GB\ncheckpoint_timeout = 15min\n"
     )
     # A postmaster.pid whose process is gone (or is now another program) is stale.
     if not pid_alive(postmaster_pid(paths), "postgres"):
