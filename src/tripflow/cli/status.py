@@ -16,7 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from tripflow import db, lake
+from tripflow import db
 from tripflow.cli.console import console, friendly_errors
 from tripflow.settings import Settings, get_settings
 
@@ -61,6 +61,9 @@ def runs_section(settings: Settings, out: Console) -> None:
 
 def lake_section(settings: Settings, out: Console) -> None:
     """Rows and dates per lake table (from the Delta logs, no data read)."""
+    # Imported here: every command loads this module, and the stream worker (a long-lived
+    # `tripflow stream`) should not carry the Delta Lake library it never uses.
+    from tripflow import lake
     from tripflow.marts.engine import mart_names
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)

@@ -144,6 +144,11 @@ def _strip_nul(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.replace_substring(column, "\x00", "")
 
 
+# The parsed click columns a commit reads (_stage_csv and the late-for-hot check).
+HOT_COLUMNS = ["dedup_key", "event_ts", "session_id", "document_id", "title",
+               "clinical_areas", "partition", "offset"]
+
+
 def _stage_csv(clicks: pa.Table) -> bytes:
     """The clicks as CSV rows for COPY into hot_stage (Arrow writes it, in C++)."""
     table = pa.table({

@@ -63,6 +63,7 @@ from tripflow.messaging.config import consumer_config
 from tripflow.processing.alignment import PartitionBuffers, event_ms
 from tripflow.processing.hotstore import (
     DEFAULT_GROUP,
+    HOT_COLUMNS,
     BatchCounts,
     CommitResult,
     HotOptions,
@@ -70,7 +71,7 @@ from tripflow.processing.hotstore import (
     PartitionEnd,
     _iso,
 )
-from tripflow.records.parser import ParseResult, parse_batch
+from tripflow.records.parser import ParseResult, parse_batch, release_memory
 from tripflow.settings import Settings
 
 log = logging.getLogger("tripflow.stream")
@@ -85,6 +86,8 @@ PROGRESS_EVERY_S = 10.0
 # the others by half the horizon (their records then stay well inside it), and a partition
 # held back for this long goes anyway (a click dated far ahead must not stop it for good).
 STALL_LIMIT_S = 10.0
+# Records per parser call (see _prepare).
+PARSE_SLICE = 4_096
 # A partition fetched without result for this long (time spent in consume calls while it
 # is not paused) counts as read to its end. (librdkafka's
 # partition-EOF event says so at once, but only when the broker's high watermark is exact:
@@ -102,12 +105,12 @@ class StreamOptions:
     group_id: str = DEFAULT_GROUP
     horizon: timedelta = timedelta(hours=48)  # dedup horizon (event time)
     mart_retention: timedelta = timedelta(days=7)  # traffic minutes and snapshots
-    batch_max_records: int = 30_000
+    batch_max_records: int = 15_000
     batch_max_ms: int = 300
-    # librdkafka's prefetch: bigger fetches read a backlog faster (the embedded broker
-    # answers each fetch slowly), smaller ones hold less memory.
+    # librdkafka's prefetch: what it holds decompressed, ahead of the worker. Reading a
+    # backlog fast needs a short queue refilled at once (see _make_consumer), not a long one.
     fetch_max_bytes: int = 32 * 2**20
-    queued_max_kbytes: int = 32 * 2**10
+    queued_max_kbytes: int = 4 * 2**10
     # None: join the consumer group. Otherwise assign these partitions directly
     # (an empty tuple = every partition of the topic).
     partitions: tuple[int, ...] | None = None
@@ -199,19 +202,35 @@ class _Committed:
     committed_at: float
 
 
-def _libc_malloc_trim() -> Callable[[], None]:
-    """glibc's malloc_trim: gives freed heap memory back to the OS. Each batch allocates
-    and frees tens of MB in several threads (parser, librdkafka, libpq); without it the
-    process keeps the high-water mark of every arena."""
+def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        trim = None
-    return (lambda: trim(0)) if trim is not None else (lambda: None)
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None  # glibc
 
 
-_malloc_trim = _libc_malloc_trim()
+_LIBC = _libc()
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _malloc_trim() -> None:
+    """glibc's malloc_trim: gives freed heap memory back to the OS. Each batch allocates
+    and frees tens of MB; without it the process keeps the high-water mark."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _bound_process_memory() -> None:
+    """A worker's memory settings, for its whole process (it runs nothing else):
+    - at most two glibc arenas: by default each thread that allocates (librdkafka's,
+      the committer, libpq's) gets its own arena, and each keeps its high-water mark;
+    - Arrow allocates with malloc, not its default mimalloc pool, which keeps freed pages
+      cached (tens of MB across batches) and which malloc_trim cannot reach."""
+    if _LIBC is not None:
+        _LIBC.mallopt(_M_ARENA_MAX, 2)
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def _first_line(err: BaseException) -> str:
@@ -333,6 +352,10 @@ class StreamWorker:
             # Bound prefetched memory (librdkafka: 64 MB queued, 50 MB per fetch).
             "queued.max.messages.kbytes": self.options.queued_max_kbytes,
             "fetch.max.bytes": self.options.fetch_max_bytes,
+            # A partition whose queue was full is fetched again after 10 ms, not librdkafka's
+            # 1 s: with a short queue that pause, not the broker, bounded a catch-up
+            # (8 MB queue: 40 k records/s with the default, 400 k with this, 4 MB as fast).
+            "fetch.queue.backoff.ms": 10,
             # Tells when a partition is read to its end (event-time alignment).
             "enable.partition.eof": True,
         })
@@ -683,7 +706,17 @@ class StreamWorker:
             "partition": pa.array(partitions, pa.int32()),
             "offset": pa.array(offsets, pa.int64()),
         })
-        parsed = parse_batch(values, context=context, read_ms=pa.array(read_ms, pa.int64()))
+        read_at = pa.array(read_ms, pa.int64())
+        # Parsed a slice at a time: the parser's working memory grows with its input, and
+        # a batch stays one commit. Clicks keep only what the hot store reads.
+        slices = [parse_batch(values[i:i + PARSE_SLICE], context=context.slice(i, PARSE_SLICE),
+                              read_ms=read_at.slice(i, PARSE_SLICE))
+                  for i in range(0, n, PARSE_SLICE)]
+        parsed = ParseResult(
+            pa.concat_tables([part.clicks.select(HOT_COLUMNS) for part in slices]),
+            pa.concat_tables([part.quarantine for part in slices]))
+        del slices
+        release_memory()
         expected = {p: self.expected.get(p) for p in ends}
         # Optimistic: the next batch expects this one to be committed (if it is not, the
         # positions are reset and the next batch, prepared meanwhile, is dropped).
@@ -832,6 +865,7 @@ class StreamWorker:
                     del self.pending_seeks[p]
             msgs = self._collect()
             batch = self._prepare(msgs) if msgs else None
+            del msgs  # its values are parsed: not kept while the next batch is collected
             if self.inflight is not None and (batch is not None or self.inflight[1].done()):
                 self._drain()
             if batch is not None and batch.generation == self.generation:
@@ -875,6 +909,7 @@ def run_stream(
 ) -> StreamSummary:
     """Run the hot-path worker until `stop` is set, or until no record arrived for
     `until_idle` seconds. Returns what it did (`summary.line()` is the one-line summary)."""
+    _bound_process_memory()
     return StreamWorker(settings, until_idle=until_idle, options=options, stop=stop,
                         on_commit=on_commit).run()
 
