@@ -21,13 +21,12 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.spec_areas import canonical_area
+from tests.spec_records import spec_record
 from tripflow.messaging.config import producer_config
 from tripflow.settings import Settings
 
 DAY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.json$")
 ONE_DAY_MS = 86_400_000
-EARLIEST_MS = 946_684_800_000
 
 
 
@@ -132,42 +131,11 @@ class Click:
 
 def read_click(sent: Sent) -> Click | None:
     """The click a record holds, or None when the spec says quarantine it."""
-    try:
-        text = sent.line.decode("utf-8")
-    except UnicodeDecodeError:
+    record = spec_record(sent.line, sent.timestamp_ms)
+    if record is None:
         return None
-    text = text.strip(" \t\r\n")
-    text = re.sub(r"^\[\s*\{", "{", text)
-    text = re.sub(r"\}[\s,\]]*$", "}", text)
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    stamp = record.get("DateCreated")
-    match = re.fullmatch(r"/Date\((\d+)\)/", stamp) if isinstance(stamp, str) else None
-    if match is None:
-        return None
-    ms = int(match.group(1))
-    session = record.get("SessionId")
-    if not isinstance(session, str) or not session.strip():
-        return None
-    document = record.get("DocumentId")
-    if isinstance(document, bool) or not isinstance(document, int):
-        return None
-    if ms < EARLIEST_MS or ms - ONE_DAY_MS > sent.timestamp_ms:
-        return None
-    title = record.get("Title")
-    areas_text = record.get("ClinicalAreas")
-    areas = set()
-    if isinstance(areas_text, str):
-        for piece in areas_text.split(","):
-            name = canonical_area(piece)
-            if name:
-                areas.add(name)
-    return Click(session, document, ms, title if isinstance(title, str) else None,
-                 frozenset(areas), sent.partition, sent.offset)
+    return Click(record.session, record.document, record.ms, record.title, record.areas,
+                 sent.partition, sent.offset)
 
 
 # -- what silver and the marts must hold ------------------------------------------------------

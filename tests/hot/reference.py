@@ -5,8 +5,6 @@ marts). Tests compare the stream worker's tables with these values."""
 from __future__ import annotations
 
 import bisect
-import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,15 +12,11 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import xxhash
 
-from tests.spec_areas import canonical_area
+from tests.spec_records import spec_record
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 FIVE_MIN_MS = 300_000
-Y2000_MS = 946_684_800_000
-DAY_MS = 86_400_000
-
-_DATE = re.compile(r"/Date\((\d+)\)/")
 
 
 @dataclass(frozen=True)
@@ -37,39 +31,11 @@ class Click:
 
 def parse_line(line: bytes, read_ms: int) -> Click | None:
     """A click, or None when the spec says quarantine."""
-    try:
-        text = line.decode("utf-8").strip()
-    except UnicodeDecodeError:
+    record = spec_record(line, read_ms)
+    if record is None:
         return None
-    if text.startswith("["):
-        text = text[1:].lstrip()
-    text = text.rstrip(",]").rstrip()
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    match = _DATE.fullmatch(record.get("DateCreated") or "") if isinstance(
-        record.get("DateCreated"), str) else None
-    session = record.get("SessionId")
-    document = record.get("DocumentId")
-    if match is None or not isinstance(session, str) or not session.strip():
-        return None
-    if isinstance(document, bool) or not isinstance(document, int):
-        return None
-    ms = int(match.group(1))
-    if ms < Y2000_MS or ms - DAY_MS > read_ms:
-        return None
-    areas = set()
-    for piece in (record.get("ClinicalAreas") or "").split(","):
-        name = canonical_area(piece)
-        if name:
-            areas.add(name)
-    key = xxhash.xxh64(f"{session}|{document}|{ms}".encode()).hexdigest()
-    title = record.get("Title")
-    return Click(key, ms, session, document, title if isinstance(title, str) else None,
-                 frozenset(areas))
+    key = xxhash.xxh64(f"{record.session}|{record.document}|{record.ms}".encode()).hexdigest()
+    return Click(key, record.ms, record.session, record.document, record.title, record.areas)
 
 
 def distinct_clicks(lines: list[bytes], read_ms: int) -> tuple[dict[str, Click], int]:
