@@ -42,6 +42,7 @@ def worker_main(trace: Path, until_idle: float, partitions: str | None) -> None:
     """The worker process: run_stream, one JSON line per commit."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
+    import tripflow.cli.main  # noqa: F401  (what `tripflow stream` loads: the same footprint)
     from tripflow.processing.stream import StreamOptions, parse_partitions, run_stream
     from tripflow.settings import get_settings
 
@@ -60,21 +61,32 @@ def worker_main(trace: Path, until_idle: float, partitions: str | None) -> None:
 
 
 class Sampler(threading.Thread):
-    """RSS of a process every 0.5 s."""
+    """RSS of a process every 0.5 s, and its peak RSS as the kernel counts it (VmHWM:
+    every instant, not only the samples)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.process = psutil.Process(pid)
+        self.status = Path(f"/proc/{pid}/status")
         self.samples: list[float] = []
+        self.peak = 0.0
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
             try:
                 self.samples.append(self.process.memory_info().rss / 2**20)
-            except psutil.Error:
+                self.peak = max(self.peak, _peak_rss_mb(self.status))
+            except (psutil.Error, OSError):
                 return
             time.sleep(0.5)
+
+
+def _peak_rss_mb(status: Path) -> float:
+    for line in status.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def start_worker(env: dict[str, str], trace: Path, until_idle: float | None,
@@ -99,11 +111,13 @@ def read_trace(trace: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None
     return commits, summary
 
 
-def rss_figures(samples: list[float]) -> dict[str, float]:
+def rss_figures(sampler: Sampler) -> dict[str, float]:
+    samples = sampler.samples
     if not samples:
         return {}
     half = len(samples) // 2
-    return {"rss_mb_max": round(max(samples), 1), "rss_mb_last": round(samples[-1], 1),
+    return {"rss_mb_peak": round(sampler.peak, 1),
+            "rss_mb_max": round(max(samples), 1), "rss_mb_last": round(samples[-1], 1),
             "rss_mb_max_first_half": round(max(samples[:half] or samples), 1),
             "rss_mb_max_second_half": round(max(samples[half:]), 1)}
 
@@ -134,7 +148,7 @@ def throughput(data: Path, env: dict[str, str], settings: Any, work: Path) -> di
             "wall_s": round(time.time() - started, 1), "batches": len(commits),
             "new": result["new"], "duplicates": result["duplicates"],
             "late_for_hot": result["late_for_hot"], "quarantined": result["quarantined"],
-            **rss_figures(sampler.samples)}
+            **rss_figures(sampler)}
 
 
 def freshness(lines: list[bytes], env: dict[str, str], settings: Any, work: Path,
@@ -151,7 +165,7 @@ def freshness(lines: list[bytes], env: dict[str, str], settings: Any, work: Path
     finally:
         sampler.done.set()
         _end(proc)
-    return _freshness_figures(trace, sent, rate, seconds, sampler.samples)
+    return _freshness_figures(trace, sent, rate, seconds, sampler)
 
 
 def _end(proc: subprocess.Popen[bytes]) -> None:
@@ -196,7 +210,7 @@ def _replay(proc: subprocess.Popen[bytes], log: Path, lines: list[bytes], settin
 
 
 def _freshness_figures(trace: Path, sent: list[tuple[int, int, float]], rate: float,
-                       seconds: float, samples: list[float]) -> dict[str, Any]:
+                       seconds: float, sampler: Sampler) -> dict[str, Any]:
     commits, _summary = read_trace(trace)
     # per partition, commits in order: a record is visible at the first commit past it
     by_partition: dict[int, list[tuple[int, float]]] = {}
@@ -221,7 +235,7 @@ def _freshness_figures(trace: Path, sent: list[tuple[int, int, float]], rate: fl
             "max_s_sent_at_s": round(worst[0], 1),
             "max_s_record": f"{worst_record[0]}@{worst_record[1]}",
             "max_s_after_first_5_s": round(max(after_warmup), 3) if after_warmup else None,
-            "batches": len(commits), **rss_figures(samples)}
+            "batches": len(commits), **rss_figures(sampler)}
 
 
 def _session(line: bytes) -> bytes | None:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from tripflow.processing.alignment import PartitionBuffers, event_ms
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
 
 
-def fill(buffers: PartitionBuffers[str], partition: int, times: list[int | None]) -> None:
-    buffers.extend(partition, [(t, f"p{partition}@{i}") for i, t in enumerate(times)])
+def fill(buffers: PartitionBuffers, partition: int, times: list[int | None],
+         first: int = 0) -> None:
+    """Records named "p<partition>@<index>", added as one chunk (like one fetch)."""
+    labels = [f"p{partition}@{first + i}" for i in range(len(times))]
+    buffers.extend(partition, times, pa.table({"name": labels}))
+
+
+def names(released: list[pa.Table]) -> list[str]:
+    return [name for part in released for name in part["name"].to_pylist()]
 
 
 def test_event_time_is_read_from_the_raw_record() -> None:
@@ -24,58 +33,70 @@ def test_event_time_is_read_from_the_raw_record() -> None:
 
 
 def test_a_partition_ahead_waits_for_the_others() -> None:
-    buffers: PartitionBuffers[str] = PartitionBuffers(slack_ms=HOUR, capacity=100)
+    buffers = PartitionBuffers(slack_ms=HOUR, capacity=100)
     fill(buffers, 0, [0, DAY, 2 * DAY, 3 * DAY])  # one big chunk: days of event time
     # partition 1 has not delivered yet but may have records: nothing of 0 beyond its slack
     bound = buffers.bound([0, 1], lambda p: True)
-    assert buffers.release(bound, 100) == []
+    assert names(buffers.release(bound, 100)) == []
     fill(buffers, 1, [10, 20 * HOUR])
     bound = buffers.bound([0, 1], lambda p: True)
     assert bound == 20 * HOUR + HOUR
-    assert buffers.release(bound, 100) == ["p0@0", "p1@0", "p1@1"]
+    assert names(buffers.release(bound, 100)) == ["p0@0", "p1@0", "p1@1"]
     # partition 1 read to its end: everything goes
     bound = buffers.bound([0, 1], lambda p: p != 1)
-    assert buffers.release(bound, 100) == ["p0@1", "p0@2", "p0@3"]
+    assert names(buffers.release(bound, 100)) == ["p0@1", "p0@2", "p0@3"]
 
 
 def test_the_limit_keeps_event_time_order_across_partitions() -> None:
-    buffers: PartitionBuffers[str] = PartitionBuffers(slack_ms=0, capacity=100)
+    buffers = PartitionBuffers(slack_ms=0, capacity=100)
     fill(buffers, 0, [1, 2, 3, 4, 5, 6])
     fill(buffers, 1, [1, 2, 3, 4, 5, 6])
-    out = buffers.release(10**12, 4)
+    out = names(buffers.release(10**12, 4))
     assert sorted(out) == ["p0@0", "p0@1", "p1@0", "p1@1"]  # the earliest, not one partition
 
 
 def test_disorder_within_a_partition_never_blocks_release() -> None:
     # A late record deep in a buffer is earlier than every head: the limit must still let
     # whole prefixes go (a record goes with the greatest time before it).
-    buffers: PartitionBuffers[str] = PartitionBuffers(slack_ms=0, capacity=100)
+    buffers = PartitionBuffers(slack_ms=0, capacity=100)
     fill(buffers, 0, [50, 60, 1, 2, 3])
     fill(buffers, 1, [55, 65, 4, 5, 6])
-    out = buffers.release(10**12, 3)
+    out = names(buffers.release(10**12, 3))
     assert out and len(out) <= 10
     assert out[0] in ("p0@0", "p1@0")
-    rest = buffers.release(10**12, 100)
+    rest = names(buffers.release(10**12, 100))
     assert len(out) + len(rest) == 10
 
 
 def test_records_without_time_go_at_once() -> None:
-    buffers: PartitionBuffers[str] = PartitionBuffers(slack_ms=0, capacity=100)
+    buffers = PartitionBuffers(slack_ms=0, capacity=100)
     fill(buffers, 0, [None, None, 5])
-    assert buffers.release(buffers.bound([0, 1], lambda p: True), 100) == ["p0@0", "p0@1"]
+    assert names(buffers.release(buffers.bound([0, 1], lambda p: True), 100)) == ["p0@0", "p0@1"]
     assert buffers.full(0) is False and buffers.size() == 1
     buffers.drop(0)
     assert buffers.size() == 0 and 0 not in buffers.seen
 
 
 def test_a_record_dated_far_ahead_holds_its_partition_only_for_a_while() -> None:
-    buffers: PartitionBuffers[str] = PartitionBuffers(slack_ms=HOUR, capacity=100)
+    buffers = PartitionBuffers(slack_ms=HOUR, capacity=100)
     fill(buffers, 0, [10 * DAY, 1, 2])  # a click dated days ahead, then ordinary ones
     fill(buffers, 1, [0, 5])
     everyone = [0, 1]
-    out = buffers.release(buffers.bound(everyone, lambda p: True), 100, now=0.0, stall_s=10)
+    out = names(buffers.release(buffers.bound(everyone, lambda p: True), 100, now=0.0, stall_s=10))
     assert out == ["p1@0", "p1@1"] and buffers.forced == set()
-    out = buffers.release(buffers.bound(everyone, lambda p: True), 100, now=5.0, stall_s=10)
+    out = names(buffers.release(buffers.bound(everyone, lambda p: True), 100, now=5.0, stall_s=10))
     assert out == []
-    out = buffers.release(buffers.bound(everyone, lambda p: True), 100, now=10.0, stall_s=10)
+    out = names(buffers.release(buffers.bound(everyone, lambda p: True), 100, now=10.0, stall_s=10))
     assert out == ["p0@0", "p0@1", "p0@2"] and buffers.forced == {0}
+
+
+def test_a_partition_fetched_in_chunks_releases_like_one_buffer() -> None:
+    buffers = PartitionBuffers(slack_ms=0, capacity=100)
+    fill(buffers, 0, [5, 50])
+    fill(buffers, 0, [1, 60, 2], first=2)
+    # p0@2 (time 1) goes with the greatest time before it (50); p0@3 (60) stops the cut
+    # inside the second chunk
+    assert names(buffers.release(55, 100)) == ["p0@0", "p0@1", "p0@2"]
+    assert buffers.size(0) == 2 and buffers.seen[0] == 60
+    assert names(buffers.release(10**12, 1)) == ["p0@3", "p0@4"]  # p0@4 goes with 60
+    assert buffers.size() == 0

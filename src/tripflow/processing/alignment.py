@@ -17,21 +17,25 @@ latency. A partition held back too long (a click dated far ahead) is released an
 
 Event times come from a cheap scan of the raw bytes for `DateCreated`; records without a
 usable one (bad records, quarantined later) never hold anything back.
+
+Records wait as Arrow tables, one per fetch and partition, not as Python objects: a
+backlog keeps tens of thousands of them buffered, and Python's small-object heap holds
+on to the high-water mark of its arenas for good.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Sequence
 
-T = TypeVar("T")
+import numpy as np
+import pyarrow as pa
 
 _DATE = re.compile(rb'"DateCreated"\s*:\s*"\\?/Date\((\d{1,15})\)\\?/"')
 _Y2000_MS = 946_684_800_000
 _DAY_MS = 86_400_000
-_NEVER = -(2**62)
+NO_TIME = -(2**62)  # a record without a usable event time: never holds anything back
 _ALWAYS = 2**62
 
 
@@ -49,33 +53,78 @@ def event_ms(value: bytes | None, read_ms: int | None) -> int | None:
     return ms
 
 
-class PartitionBuffers(Generic[T]):
-    """Per-partition FIFO buffers released in event-time order (see the module docstring)."""
+class _Buffer:
+    """One partition's waiting records: FIFO chunks of (event times, rows)."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[tuple[np.ndarray, pa.Table]] = deque()
+        self.size = 0
+
+    def append(self, times: np.ndarray, rows: pa.Table) -> None:
+        self.chunks.append((times, rows))
+        self.size += len(times)
+
+    def head_time(self) -> int | None:
+        """Event time of the first record (None when empty or without a time)."""
+        if not self.chunks:
+            return None
+        first = int(self.chunks[0][0][0])
+        return None if first == NO_TIME else first
+
+    def prefix_times(self) -> np.ndarray:
+        """For each record: the greatest event time up to it (non-decreasing; a record
+        goes with a bound iff this time is within it)."""
+        if not self.chunks:
+            return np.empty(0, np.int64)
+        return np.maximum.accumulate(np.concatenate([times for times, _ in self.chunks]))
+
+    def take(self, count: int) -> list[pa.Table]:
+        """Remove and return the first `count` records (zero-copy slices)."""
+        out: list[pa.Table] = []
+        while count > 0:
+            times, rows = self.chunks[0]
+            if count >= len(times):
+                self.chunks.popleft()
+                out.append(rows)
+                taken = len(times)
+            else:
+                self.chunks[0] = (times[count:], rows.slice(count))
+                out.append(rows.slice(0, count))
+                taken = count
+            count -= taken
+            self.size -= taken
+        return out
+
+
+class PartitionBuffers:
+    """Per-partition FIFO buffers of Arrow rows, released in event-time order (see the
+    module docstring)."""
 
     def __init__(self, slack_ms: int, capacity: int) -> None:
         self.slack_ms = slack_ms
         self.capacity = capacity
-        self._buffers: dict[int, deque[tuple[int | None, T]]] = {}
+        self._buffers: dict[int, _Buffer] = {}
         self.seen: dict[int, int] = {}  # greatest event time buffered per partition
         self._blocked_since: dict[int, float] = {}  # first record held by the bound since
         self.forced: set[int] = set()  # released regardless by the last release()
 
-    def add(self, partition: int, ms: int | None, item: T) -> None:
-        self._buffers.setdefault(partition, deque()).append((ms, item))
-        if ms is not None and ms > self.seen.get(partition, _NEVER):
-            self.seen[partition] = ms
-
-    def extend(self, partition: int, items: list[tuple[int | None, T]]) -> None:
-        """add() for many records of one partition, in order."""
-        self._buffers.setdefault(partition, deque()).extend(items)
-        times = [ms for ms, _item in items if ms is not None]
-        if times:
-            self.seen[partition] = max(self.seen.get(partition, _NEVER), max(times))
+    def extend(self, partition: int, times: Sequence[int | None], rows: pa.Table) -> None:
+        """Append one partition's records, in order: their event times and their rows."""
+        if len(times) != rows.num_rows:
+            raise ValueError(f"{len(times)} event times for {rows.num_rows} rows")
+        if not len(times):
+            return
+        array = np.fromiter((NO_TIME if t is None else t for t in times), np.int64, len(times))
+        self._buffers.setdefault(partition, _Buffer()).append(array, rows)
+        greatest = int(array.max())
+        if greatest != NO_TIME and greatest > self.seen.get(partition, NO_TIME):
+            self.seen[partition] = greatest
 
     def size(self, partition: int | None = None) -> int:
         if partition is None:
-            return sum(len(b) for b in self._buffers.values())
-        return len(self._buffers.get(partition, ()))
+            return sum(b.size for b in self._buffers.values())
+        buffer = self._buffers.get(partition)
+        return buffer.size if buffer is not None else 0
 
     def full(self, partition: int) -> bool:
         return self.size(partition) >= self.capacity
@@ -91,35 +140,21 @@ class PartitionBuffers(Generic[T]):
         bound = _ALWAYS
         for p in partitions:
             if may_have_more(p):
-                bound = min(bound, self.seen.get(p, _NEVER) + self.slack_ms)
+                bound = min(bound, self.seen.get(p, NO_TIME) + self.slack_ms)
         return bound
-
-    def _prefix_times(self, bound: int, forced: set[int]) -> list[int]:
-        """For every record that `bound` lets go: the greatest event time up to it in its
-        buffer (a record goes with a bound iff that time is within it)."""
-        times: list[int] = []
-        for p, buffer in self._buffers.items():
-            if p in forced:
-                continue
-            greatest = _NEVER
-            for ms, _item in buffer:
-                if ms is not None:
-                    if ms > bound:
-                        break
-                    greatest = max(greatest, ms)
-                times.append(greatest)
-        return times
 
     def releasable(self, bound: int) -> int:
         """How many records `bound` lets go."""
-        return len(self._prefix_times(bound, set()))
+        return sum(int(np.searchsorted(b.prefix_times(), bound, side="right"))
+                   for b in self._buffers.values())
 
     def release(self, bound: int, limit: int, *, now: float = 0.0,
-                stall_s: float = float("inf")) -> list[T]:
+                stall_s: float = float("inf")) -> list[pa.Table]:
         """Take from each buffer its records up to the first one later than `bound`. With
         more than `limit` of them, lower the bound so that about `limit` go, the earliest
         first (in event-time order across partitions: the records held back are the later
-        ones, so they cannot fall behind the clock the released ones set).
+        ones, so they cannot fall behind the clock the released ones set). Returns the
+        released rows, partition by partition, each in fetch order.
 
         A buffer whose first record has been held by `bound` for `stall_s` (e.g. a click
         dated far ahead of the rest, which no other partition will ever catch up with) is
@@ -127,26 +162,20 @@ class PartitionBuffers(Generic[T]):
         are in `self.forced` afterwards.
         """
         self.forced = {p for p, since in self._blocked_since.items()
-                       if now - since >= stall_s and self._buffers.get(p)}
-        times = self._prefix_times(bound, self.forced)
-        cut = bound
-        if len(times) > limit:
-            times.sort()
-            cut = times[limit - 1]
-        out: list[T] = []
+                       if now - since >= stall_s and self.size(p)}
+        prefix = {p: b.prefix_times() for p, b in self._buffers.items() if p not in self.forced}
+        # how many records of each partition the bound lets go (prefix times only grow)
+        going = {p: int(np.searchsorted(times, bound, side="right"))
+                 for p, times in prefix.items()}
+        if sum(going.values()) > limit:
+            candidates = np.concatenate([prefix[p][:n] for p, n in going.items()])
+            cut = int(np.partition(candidates, limit - 1)[limit - 1])
+            going = {p: int(np.searchsorted(times, cut, side="right"))
+                     for p, times in prefix.items()}
+        out: list[pa.Table] = []
         for p, buffer in self._buffers.items():
-            if p in self.forced:
-                out.extend(item for _ms, item in buffer)
-                buffer.clear()
-                continue
-            while buffer:
-                ms, item = buffer[0]
-                if ms is not None and ms > cut:
-                    break
-                buffer.popleft()
-                out.append(item)
-        for p, buffer in self._buffers.items():
-            head = buffer[0][0] if buffer else None
+            out.extend(buffer.take(buffer.size if p in self.forced else going[p]))
+            head = buffer.head_time()
             if head is not None and head > bound:  # held by alignment, not by the limit
                 self._blocked_since.setdefault(p, now)
             else:

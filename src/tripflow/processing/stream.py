@@ -48,6 +48,7 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -88,6 +89,9 @@ PROGRESS_EVERY_S = 10.0
 STALL_LIMIT_S = 10.0
 # Records per parser call (see _prepare).
 PARSE_SLICE = 4_096
+# Records per consume call. Until they are copied into Arrow rows, the messages keep their
+# whole decompressed message sets in librdkafka's memory: tens of MB for 10,000.
+FETCH_SLICE = 2_000
 # A partition fetched without result for this long (time spent in consume calls while it
 # is not paused) counts as read to its end. (librdkafka's
 # partition-EOF event says so at once, but only when the broker's high watermark is exact:
@@ -181,9 +185,13 @@ class _Stopped(Exception):
     pass
 
 
-# A fetched record: value, partition, offset, Kafka timestamp (ms), key. (Not the Message:
-# a librdkafka message keeps its whole fetch response in memory.)
-_Record = tuple[bytes | None, int, int, int, bytes | None]
+# Fetched records wait as rows of this schema (not as Messages: a librdkafka message keeps
+# its whole fetch response in memory; nor as Python objects, see alignment).
+_RECORD_SCHEMA = pa.schema([
+    ("value", pa.binary()), ("partition", pa.int32()), ("offset", pa.int64()),
+    ("timestamp", pa.int64()),  # Kafka timestamp, epoch ms (<= 0: none)
+    ("key", pa.binary()),
+])
 
 
 @dataclass
@@ -212,7 +220,8 @@ def _libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _libc()
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
+_M_ARENA_MAX = -8  # glibc's mallopt parameters
+_M_MMAP_THRESHOLD = -3
 
 
 def _malloc_trim() -> None:
@@ -226,10 +235,14 @@ def _bound_process_memory() -> None:
     """A worker's memory settings, for its whole process (it runs nothing else):
     - at most two glibc arenas: by default each thread that allocates (librdkafka's,
       the committer, libpq's) gets its own arena, and each keeps its high-water mark;
+    - blocks from 64 KiB up (Arrow buffers of fetched records, parsed batches) get their
+      own mappings, returned to the OS when freed. By default glibc raises that threshold
+      to the largest block freed so far, after which such blocks fragment its heap;
     - Arrow allocates with malloc, not its default mimalloc pool, which keeps freed pages
       cached (tens of MB across batches) and which malloc_trim cannot reach."""
     if _LIBC is not None:
         _LIBC.mallopt(_M_ARENA_MAX, 2)
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
     pa.set_memory_pool(pa.system_memory_pool())
 
 
@@ -269,7 +282,7 @@ class StreamWorker:
         self.pending_seeks: dict[int, int] = {}
         self.bootstrap = ""
         slack = self.options.horizon / 2
-        self.buffers: PartitionBuffers[_Record] = PartitionBuffers(
+        self.buffers = PartitionBuffers(
             slack_ms=int(slack / timedelta(milliseconds=1)),
             capacity=max(2_000, self.options.batch_max_records // 4))
         self.paused: set[int] = set()
@@ -547,7 +560,7 @@ class StreamWorker:
 
     # -- batches ----------------------------------------------------------------------
 
-    def _collect(self) -> list[_Record]:
+    def _collect(self) -> list[pa.Table]:
         """The next micro-batch: records fetched within `batch_max_ms` of the first one (or
         `batch_max_records`), released in event-time order across partitions."""
         assert self.consumer is not None
@@ -566,16 +579,17 @@ class StreamWorker:
             fetching = time.monotonic()
             # consume() waits for its whole timeout unless it fills num_messages: short
             # slices, so a batch closes right at its deadline.
-            got = self.consumer.consume(num_messages=10_000, timeout=min(timeout, 0.05))
+            got = self.consumer.consume(num_messages=FETCH_SLICE, timeout=min(timeout, 0.05))
             fetching = time.monotonic() - fetching
             for p in self.expected:
                 if p not in self.paused:
                     self.quiet_for[p] = self.quiet_for.get(p, 0.0) + fetching
             arrived += self._buffer(got)
+            del got  # copied: let librdkafka free the messages before the next fetch
             if arrived and deadline is None:
                 deadline = time.monotonic() + opts.batch_max_ms / 1000
-        msgs = self.buffers.release(self._bound(), opts.batch_max_records,
-                                    now=time.monotonic(), stall_s=STALL_LIMIT_S)
+        released = self.buffers.release(self._bound(), opts.batch_max_records,
+                                        now=time.monotonic(), stall_s=STALL_LIMIT_S)
         if self.buffers.forced:
             log.warning("event-time alignment: partition(s) %s held back for %.0f s (a record "
                         "dated far ahead of the other partitions?); released regardless",
@@ -583,7 +597,7 @@ class StreamWorker:
         for p in list(self.paused):
             if self.buffers.size(p) <= self.buffers.capacity // 2:
                 self._pause(p, False)
-        return msgs
+        return released
 
     def _bound(self) -> int:
         return self.buffers.bound(list(self.expected), self._may_have_more)
@@ -593,7 +607,7 @@ class StreamWorker:
         arrived = 0
         expected = self.expected
         special = bool(self.checks or self.skip_from or self.pending_seeks)
-        fetched: dict[int, list[tuple[int | None, _Record]]] = {}
+        fetched: dict[int, tuple[list[Any], ...]] = {}
         for msg in got:
             err = msg.error()
             if err is not None:
@@ -608,12 +622,21 @@ class StreamWorker:
                 continue
             value = msg.value()
             ts = msg.timestamp()[1]
-            fetched.setdefault(p, []).append(
-                (event_ms(value, ts), (value, p, msg.offset(), ts, msg.key())))
-        for p, items in fetched.items():
+            columns = fetched.get(p)
+            if columns is None:
+                columns = fetched[p] = ([], [], [], [], [])
+            times, values, offsets, stamps, keys = columns
+            times.append(event_ms(value, ts))
+            values.append(value)
+            offsets.append(msg.offset())
+            stamps.append(ts)
+            keys.append(msg.key())
+        for p, (times, values, offsets, stamps, keys) in fetched.items():
             self.at_eof.discard(p)
             self.quiet_for[p] = 0.0
-            self.buffers.extend(p, items)
+            rows = pa.table([values, pa.repeat(pa.scalar(p, pa.int32()), len(values)),
+                             offsets, stamps, keys], schema=_RECORD_SCHEMA)
+            self.buffers.extend(p, times, rows)
             if p not in self.paused and self.buffers.full(p):
                 self._pause(p, True)
         if arrived:
@@ -690,26 +713,27 @@ class StreamWorker:
         else:
             self._warn_every(f"msg-{code}", 10.0, "Kafka: %s", err.str())
 
-    def _prepare(self, records: list[_Record]) -> _Batch:
+    def _prepare(self, released: list[pa.Table]) -> _Batch:
         """Parse a batch and note where it leaves each partition (main thread)."""
         started = time.perf_counter()
-        n = len(records)
-        values = [r[0] for r in records]
-        partitions = [r[1] for r in records]
-        offsets = [r[2] for r in records]
-        read_ms = [r[3] if r[3] > 0 else None for r in records]
-        last = {r[1]: r for r in records}  # the last record of each partition
-        ends = {p: PartitionEnd(r[2] + 1, fingerprint(r[3], r[4], r[0]))
-                for p, r in last.items()}
+        ends: dict[int, PartitionEnd] = {}
+        for part in released:  # each part holds one partition's records, in fetch order
+            last = part.slice(part.num_rows - 1).to_pylist()[0]
+            ends[last["partition"]] = PartitionEnd(
+                last["offset"] + 1, fingerprint(last["timestamp"], last["key"], last["value"]))
+        records = pa.concat_tables(released)
+        n = records.num_rows
+        values = records["value"]
         context = pa.table({
             "topic": pa.repeat(pa.scalar(self.topic), n),
-            "partition": pa.array(partitions, pa.int32()),
-            "offset": pa.array(offsets, pa.int64()),
+            "partition": records["partition"],
+            "offset": records["offset"],
         })
-        read_at = pa.array(read_ms, pa.int64())
+        stamps = records["timestamp"]
+        read_at = pc.if_else(pc.greater(stamps, 0), stamps, pa.scalar(None, pa.int64()))
         # Parsed a slice at a time: the parser's working memory grows with its input, and
         # a batch stays one commit. Clicks keep only what the hot store reads.
-        slices = [parse_batch(values[i:i + PARSE_SLICE], context=context.slice(i, PARSE_SLICE),
+        slices = [parse_batch(values.slice(i, PARSE_SLICE), context=context.slice(i, PARSE_SLICE),
                               read_ms=read_at.slice(i, PARSE_SLICE))
                   for i in range(0, n, PARSE_SLICE)]
         parsed = ParseResult(
@@ -863,9 +887,9 @@ class StreamWorker:
                     self._seek(p, offset)
                 else:
                     del self.pending_seeks[p]
-            msgs = self._collect()
-            batch = self._prepare(msgs) if msgs else None
-            del msgs  # its values are parsed: not kept while the next batch is collected
+            released = self._collect()
+            batch = self._prepare(released) if released else None
+            del released  # parsed: not kept while the next batch is collected
             if self.inflight is not None and (batch is not None or self.inflight[1].done()):
                 self._drain()
             if batch is not None and batch.generation == self.generation:
