@@ -9,7 +9,10 @@
    seconds; for every record, freshness = the wall time of the commit that made it visible
    in mart_realtime_traffic_minute - the time it was sent (its Kafka timestamp, set by the
    producer). p50 / p95 / max.
-3. Memory: the worker process's RSS, sampled every 0.5 s in both runs.
+3. Memory: the worker process's RSS, sampled every 0.5 s in both runs, and its peak RSS
+   as the kernel counts it (`rss_mb_peak`, VmHWM: every instant, not only the samples).
+   The worker loads what `tripflow stream` loads (the whole CLI), so the figures are the
+   deployed worker's.
 
 The worker runs in its own process (this script with --worker) and writes one JSON line
 per committed batch. Prints one JSON object. Targets on the 2-core machine: >= 30,000
@@ -75,7 +78,10 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.done.is_set():
             try:
-                self.samples.append(self.process.memory_info().rss / 2**20)
+                rss = self.process.memory_info().rss / 2**20
+                if rss == 0:  # exited (a zombie has no memory)
+                    return
+                self.samples.append(rss)
                 self.peak = max(self.peak, _peak_rss_mb(self.status))
             except (psutil.Error, OSError):
                 return
