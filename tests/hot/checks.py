@@ -41,8 +41,7 @@ def expected_marts(clicks: list[ref.Click]) -> dict[str, object]:
 
 
 def assert_marts_equal(dsn: str, clicks: list[ref.Click], *, records: int | None = None,
-                       bad: int | None = None, quarantine_rows: bool = True
-                       ) -> dict[str, object]:
+                       bad: int | None = None) -> dict[str, object]:
     """Every hot mart equals the reference (and the totals are exactly once)."""
     got = read_marts(dsn)
     want = expected_marts(clicks)
@@ -59,8 +58,7 @@ def assert_marts_equal(dsn: str, clicks: list[ref.Click], *, records: int | None
         assert duplicates == records - len(clicks) - (bad or 0)
     if bad is not None:
         assert quarantined == bad
-        if quarantine_rows:
-            assert got["quarantine_rows"] == bad
+        assert got["quarantine_rows"] == bad
     return got
 
 

@@ -1,6 +1,9 @@
-"""Storing quarantined Kafka records in PostgreSQL, idempotently by (topic, partition, offset).
+"""Storing quarantined Kafka records in PostgreSQL, idempotently by (topic, partition,
+offset, raw bytes).
 
-Both paths call `store`: a record quarantined by the hot path and again by silver is one row.
+Both paths call `store`: a record quarantined by the hot path and again by silver is one row;
+a different record at a reused position (the embedded broker's log after a restart) is
+another.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ def store(conn: psycopg.Connection, quarantine: pa.Table) -> int:
     if quarantine.num_rows == 0:
         return 0
     conn.execute(
-        "create temp table if not exists quarantine_stage "
-        "(like tripflow.quarantine including defaults) on commit delete rows"
+        'create temp table if not exists quarantine_stage (topic text, partition integer, '
+        '"offset" bigint, reason text, detail text, raw bytea) on commit delete rows'
     )
     rows = zip(*(quarantine.column(name).to_pylist() for name in COLUMNS), strict=True)
     with conn.cursor() as cur:

@@ -6,7 +6,7 @@ first record per dedup key in (Kafka partition, offset) order. A run replaces it
 `silver/clicks` with a Delta predicate overwrite: one atomic commit per group of dates, so
 a reader (or a kill) sees each date either as it was or as rebuilt, never half.
 
-Bad records are stored in `tripflow.quarantine` (idempotent by topic/partition/offset), so
+Bad records are stored in `tripflow.quarantine` (idempotent by Kafka position and bytes), so
 rebuilding a date never adds a second row. Bronze rows without a date (`event_date` null)
 belong to no date: every run quarantines the ones no earlier run handled, and records the
 highest offset handled per partition in the same transaction, so they are handled once.
