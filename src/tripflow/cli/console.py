@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,13 +13,30 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+# Errors whose message says what went wrong and what to do: (module, class).
+_EXPECTED_ERRORS = (
+    ("tripflow.services", "ServiceError"),
+    ("tripflow.ingestion.admin", "IngestionError"),
+    ("tripflow.processing.bronze", "BronzeError"),
+    ("tripflow.dashboards.superset", "SupersetError"),
+)
+
+
+def _expected(err: BaseException) -> bool:
+    # An error's module is loaded once it was raised: looked up, not imported (some
+    # import heavy libraries).
+    return any(isinstance(err, getattr(sys.modules.get(module), name, ()))
+               for module, name in _EXPECTED_ERRORS)
+
+
 @contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Turn the errors tripflow expects (services, settings) into one clear line + exit 1."""
-    from tripflow.services import ServiceError
-
+    """Turn the errors tripflow expects (services, broker, topic, bronze, Superset) into
+    one clear line + exit 1; anything else keeps its traceback."""
     try:
         yield
-    except ServiceError as err:
+    except Exception as err:
+        if not _expected(err):
+            raise
         err_console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(1) from None

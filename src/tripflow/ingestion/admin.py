@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tripflow.messaging.config import base_config
@@ -113,6 +113,28 @@ def ensure_topic(
             f"TRIPFLOW_TOPIC_PARTITIONS={have} to silence this."
         )
     return TopicInfo(settings.topic, have, replicas, created=False, warning=warning)
+
+
+def topic_id(settings: Settings, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> str | None:
+    """The topic's id (a new one each time the topic is created: the embedded broker
+    creates it anew after a restart, with an empty log), "" when the broker gives none,
+    None when the topic does not exist. Raises BrokerUnreachable."""
+    last_error = _LastError()
+    admin = admin_client(settings, last_error)
+    metadata = _metadata(admin, base_config(settings)["bootstrap.servers"], timeout_s,
+                         last_error)
+    existing = metadata.topics.get(settings.topic)
+    if existing is None or existing.error is not None:
+        return None
+    future = admin.describe_topics(TopicCollection([settings.topic]),
+                                   request_timeout=timeout_s)[settings.topic]
+    try:
+        found = future.result(timeout=timeout_s)
+    except KafkaException as err:
+        if err.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return None
+        raise
+    return str(found.topic_id) if found.topic_id is not None else ""
 
 
 def _metadata(admin: AdminClient, bootstrap: str, timeout_s: float, last_error: _LastError):
