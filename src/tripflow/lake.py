@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -172,3 +172,20 @@ def dataset(table: DeltaTable, uri: str,
     Built from the Delta log's add actions: `DeltaTable.to_pyarrow_dataset()` costs about
     2 ms per file, which for a bronze table of 10⁴ files is seconds on every run."""
     return read_files(file_set(table, uri, dates))
+
+
+def files_added(table: DeltaTable, uri: str, since_version: int | None,
+                dates: Iterable[dt.date | None], options: dict[str, str] | None = None
+                ) -> FileSet:
+    """The files of the `event_date` partitions `dates` that the loaded version of `table`
+    has and `since_version` had not (every one of them when there is no such version, or
+    its log is gone). For an append-only table: the rows added since then."""
+    files = file_set(table, uri, dates)
+    if since_version is None or since_version > table.version():
+        return files
+    try:
+        old_table = DeltaTable(table.table_uri, version=since_version, storage_options=options)
+    except Exception:  # log entries cleaned up: every file counts
+        return files
+    old = {unquote(f.path) for f in partition_files(old_table)}
+    return replace(files, files=tuple(f for f in files.files if f[0] not in old))

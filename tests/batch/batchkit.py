@@ -337,16 +337,18 @@ def bronze_table(lines: list[bytes], *, partitions: int = 2, topic: str = "t",
 
 
 def write_bronze(settings: Settings, lines: list[bytes], *, partitions: int = 2,
-                 read_ms: int | None = None) -> list[Sent]:
+                 read_ms: int | None = None, first_offsets: list[int] | None = None
+                 ) -> list[Sent]:
     """Append lines to the lake's bronze table as the loader would, offsets continuing
-    what bronze holds, without Kafka. Returns their positions."""
+    what bronze holds (or from `first_offsets`: a replaced log), without Kafka. Returns
+    their positions."""
     from deltalake import write_deltalake
 
     from tripflow import lake
 
     table = lake.open_table(settings, lake.BRONZE)
-    first = [0] * partitions
-    if table is not None:
+    first = list(first_offsets) if first_offsets is not None else [0] * partitions
+    if table is not None and first_offsets is None:
         held = table.to_pyarrow_table(columns=["partition", "offset"])
         for p, o in zip(held.column("partition").to_pylist(), held.column("offset").to_pylist(),
                         strict=True):

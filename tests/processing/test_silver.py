@@ -74,7 +74,7 @@ def silver_rows(settings: Settings) -> dict[dt.date, int]:
 def quarantined(settings: Settings) -> list[tuple[int, int, str]]:
     with psycopg.connect(settings.pg_dsn) as conn:  # type: ignore[arg-type]
         return conn.execute('select partition, "offset", reason from tripflow.quarantine '
-                            'order by 1, 2').fetchall()
+                            'order by 1, 2, 3').fetchall()
 
 
 def test_changed_rebuilds_only_the_dates_bronze_appended_to(settings: Settings) -> None:
@@ -115,6 +115,19 @@ def test_undated_rows_are_quarantined_once(settings: Settings) -> None:
     third = run_silver(settings)
     assert (third.undated, third.quarantined_new) == (1, 1)
     assert len(quarantined(settings)) == 5 and len(sent) == 4
+
+
+def test_undated_rows_at_offsets_a_replaced_log_reuses_are_quarantined_too(
+        settings: Settings) -> None:
+    batchkit.write_bronze(settings, [b"[1]", b"[2]", b"[3]"], partitions=1)
+    first = run_silver(settings)
+    assert (first.undated, first.quarantined_new) == (3, 3)
+    # the broker's log was replaced: its offsets start at 0 again, for other records
+    batchkit.write_bronze(settings, [b"{}"], partitions=1, first_offsets=[0])
+    again = run_silver(settings)
+    assert (again.undated, again.quarantined_new) == (1, 1)
+    assert quarantined(settings) == [(0, 0, "bad_date"), (0, 0, "not_object"),
+                                     (0, 1, "not_object"), (0, 2, "not_object")]
 
 
 def test_explicit_dates_are_a_pure_function_of_bronze(settings: Settings) -> None:

@@ -8,8 +8,9 @@ a reader (or a kill) sees each date either as it was or as rebuilt, never half.
 
 Bad records are stored in `tripflow.quarantine` (idempotent by Kafka position and bytes), so
 rebuilding a date never adds a second row. Bronze rows without a date (`event_date` null)
-belong to no date: every run quarantines the ones no earlier run handled, and records the
-highest offset handled per partition in the same transaction, so they are handled once.
+belong to no date: every run quarantines those in the bronze files added since the bronze
+version the last run read, and stores that version in the same transaction (step
+'silver-undated'), so they are handled once.
 
 Groups of dates are rebuilt by worker processes in parallel when there are several (each
 group: read its bronze files, parse, store its quarantine rows, one predicate overwrite;
@@ -67,6 +68,7 @@ _BRONZE_COLUMNS = ["topic", "partition", "offset", "kafka_timestamp", "value", "
 # commit per group keeps a multi-year backfill to a few dozen commits with bounded memory.
 CHUNK_ROWS = 400_000
 STATE_STEP = "silver"
+UNDATED_STEP = "silver-undated"
 
 
 @dataclass
@@ -195,40 +197,28 @@ def _chunks(dates: list[dt.date], rows: dict[dt.date | None, int],
 
 
 def _undated_pass(conn: psycopg.Connection, bronze: DeltaTable, uri: str,
-                  summary: SilverSummary) -> None:
-    """Quarantine the undated bronze rows no earlier run handled; remember the offsets."""
-    done = conn.execute(
-        "select topic, partition, max_offset from tripflow.bronze_undated_done").fetchall()
-    handled = None
-    for topic, partition, max_offset in done:
-        seen = ((pc.field("topic") == topic) & (pc.field("partition") == partition)
-                & (pc.field("offset") <= max_offset))
-        handled = seen if handled is None else handled | seen
-    rows = lake.dataset(bronze, uri, [None]).to_table(
-        columns=_BRONZE_COLUMNS, filter=None if handled is None else ~handled)
-    if rows.num_rows == 0:
-        return
-    built = build_silver(rows)
-    # No click can come out of an undated row (bronze dates every valid click): should the
-    # parser ever disagree, the click is counted as misplaced rather than written anywhere.
-    summary.misplaced += built.misplaced
-    last = rows.group_by(["topic", "partition"]).aggregate([("offset", "max")])
+                  options: dict[str, str] | None, summary: SilverSummary) -> None:
+    """Quarantine the undated bronze rows no earlier run handled: those of the files bronze
+    added since the version the last pass read, which is stored in the same transaction.
+    (By bronze version, not by Kafka offset: a broker whose log was replaced hands out the
+    same offsets again, for other records.)"""
+    since = read_state(conn, UNDATED_STEP, bronze)
+    files = lake.files_added(bronze, uri, since, [None], options)
+    rows = lake.read_files(files).to_table(columns=_BRONZE_COLUMNS)
+    bad = None
+    if rows.num_rows:
+        built = build_silver(rows)
+        # No click can come out of an undated row (bronze dates every valid click): should
+        # the parser ever disagree, the click is counted as misplaced, not written anywhere.
+        summary.misplaced += built.misplaced
+        bad = built.quarantine
     with conn.transaction():
-        summary.quarantined_new += quarantine.store(conn, built.quarantine)
-        for topic, partition, max_offset in zip(
-            last.column("topic").to_pylist(), last.column("partition").to_pylist(),
-            last.column("offset_max").to_pylist(), strict=True,
-        ):
-            conn.execute(
-                "insert into tripflow.bronze_undated_done (topic, partition, max_offset) "
-                "values (%s, %s, %s) on conflict (topic, partition) do update "
-                "set max_offset = greatest(tripflow.bronze_undated_done.max_offset, "
-                "excluded.max_offset)",
-                (topic, partition, max_offset),
-            )
+        if bad is not None:
+            summary.quarantined_new += quarantine.store(conn, bad)
+            summary.quarantined += bad.num_rows
+        write_state(conn, UNDATED_STEP, bronze)
     summary.rows_in += rows.num_rows
     summary.undated += rows.num_rows
-    summary.quarantined += built.quarantine.num_rows
 
 
 def run_silver(
@@ -273,7 +263,7 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
     options = lake.storage_options(settings)
     bronze_uri = lake.table_uri(settings, lake.BRONZE)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        _undated_pass(conn, bronze, bronze_uri, summary)
+        _undated_pass(conn, bronze, bronze_uri, options, summary)
         if explicit is None:
             # A silver table that is gone (deleted to rebuild it) means: every date — and
             # the mark goes now, so a kill before the end cannot make that forgotten.
