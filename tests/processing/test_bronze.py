@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from tripflow.processing.bronze import (
     event_dates,
     run_bronze,
 )
+from tripflow.services import broker
 from tripflow.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "batch"))
@@ -159,3 +162,54 @@ def test_two_loaders_in_the_group_share_the_partitions(settings: Settings) -> No
 def test_a_missing_topic_is_a_clear_error(settings: Settings) -> None:
     with pytest.raises(BronzeError, match="does not exist"):
         run_bronze(settings, until_idle=0.5, partitions=())
+
+
+@pytest.fixture
+def own_broker() -> Iterator[broker.BrokerPaths]:
+    """A broker of this test's own, to restart (the embedded broker forgets its log)."""
+    home = Path(tempfile.mkdtemp(prefix="tripflow-bronze-"))
+    paths = broker.BrokerPaths(home)
+    broker.start(paths)
+    yield paths
+    broker.stop(paths)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def bronze_values(settings: Settings) -> list[bytes]:
+    table = lake.open_table(settings, lake.BRONZE)
+    assert table is not None
+    return sorted(table.to_pyarrow_table(columns=["value"]).column("value").to_pylist())
+
+
+def test_a_replaced_log_is_copied_from_its_start(settings: Settings,
+                                                 own_broker: broker.BrokerPaths) -> None:
+    settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap(own_broker)})
+    old = lines(300)
+    sent = batchkit.produce(settings, old, partitions=3)
+    last = {p: max(s.offset for s in sent if s.partition == p) for p in range(3)}
+    assert run_bronze(settings, until_idle=1, partitions=()).written == 300
+
+    # Restarted: the same offsets again, for other records, and more of them (so the
+    # record at each partition's last written offset exists, and differs).
+    broker.stop(own_broker)
+    broker.start(own_broker)
+    longer = lines(450, 1000)
+    batchkit.produce(settings, longer, partitions=3)
+    again = run_bronze(settings, until_idle=1, partitions=())
+    assert (again.written, again.trimmed) == (450, 0)
+    assert sorted(again.replaced) == [
+        f"partition {p}: the record at offset {last[p]} is not the one bronze holds there"
+        for p in range(3)]
+    assert bronze_values(settings) == sorted(old + longer)
+    assert run_bronze(settings, until_idle=0.5, partitions=()).replaced == []  # now known
+
+    # Restarted again, with fewer records: the log ends before the last written offsets.
+    broker.stop(own_broker)
+    broker.start(own_broker)
+    shorter = lines(30, 5000)
+    batchkit.produce(settings, shorter, partitions=3)
+    third = run_bronze(settings, until_idle=1, partitions=())
+    assert (third.written, third.trimmed, len(third.replaced)) == (30, 0, 3)
+    assert all("before offset" in why or "beyond the log end" in why for why in third.replaced)
+    assert bronze_values(settings) == sorted(old + longer + shorter)
+

@@ -127,6 +127,9 @@ def bronze(
     console.print(summary.line(), soft_wrap=True)
     for gap in summary.gaps:
         err_console.print(f"[yellow]warning:[/] not in the topic any more (retention?): {gap}")
+    for replaced in summary.replaced:
+        err_console.print(f"[yellow]warning:[/] the broker's log was replaced, {replaced}; "
+                          "copied from the start of the new log")
 
 
 def silver(

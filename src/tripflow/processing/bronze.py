@@ -9,6 +9,13 @@ the versions are read again and rows at or below them are trimmed, so a batch th
 what is already in the table (a retry, a rebalance race) never lands twice. A kill at any
 instant leaves either the whole commit or none of it.
 
+A replaced log (the embedded broker forgets everything on restart and hands out the same
+offsets again, for other records): on assignment the record at each partition's last
+written offset is read back and compared with the row bronze holds there. If it differs,
+or the log now ends before it, the loader says so and copies the partition from the start
+of the new log, its old version no longer trimming anything; the first append records the
+new log's version. (Silver deduplicates by click, so records both logs hold count once.)
+
 Each row keeps the record as sent (`value`, unparsed) with its Kafka coordinates and an
 `event_date` partition column: the UTC date of `DateCreated`, found by a regex over the raw
 bytes (vectorised) and, for the few rows where the regex is not conclusive, by the real
@@ -23,14 +30,16 @@ watermark is never trusted (a tansu quirk, harmless elsewhere).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import queue
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
+from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +53,15 @@ from tripflow.processing.runlog import logged_run
 from tripflow.records.parser import parse_batch
 from tripflow.settings import Settings
 
+log = logging.getLogger("tripflow.bronze")
+
 GROUP_ID = "tripflow-bronze"
+_OUT_OF_RANGE = {KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET}
+# Reading back the record at a partition's last written offset: it arrives within
+# milliseconds when it exists; after CHECK_TIMEOUT_S the broker is asked where the log ends
+# (a log ending before it was replaced), and after CHECK_LIMIT_S the run gives up.
+CHECK_TIMEOUT_S = 3.0
+CHECK_LIMIT_S = 30.0
 
 BRONZE_SCHEMA = pa.schema(
     [
@@ -139,6 +156,7 @@ class BronzeSummary:
     dates: set[dt.date] = field(default_factory=set)
     last_offsets: dict[int, int] = field(default_factory=dict)  # written, per partition
     gaps: list[str] = field(default_factory=list)  # offsets missing from the topic
+    replaced: list[str] = field(default_factory=list)  # partitions whose log was replaced
     seconds: float = 0.0
     first_record_at: float | None = None  # monotonic clock
     last_write_at: float | None = None
@@ -161,6 +179,8 @@ class BronzeSummary:
             f"bronze: {self.records:,} records read, {self.written:,} written "
             f"({self.trimmed:,} already in bronze, {self.undated:,} without a date) in "
             f"{self.batches} batches, {self.seconds:.1f} s ({self.records_per_s:,.0f} records/s)"
+            + (f"; {len(self.replaced)} partition log(s) replaced, copied from their start"
+               if self.replaced else "")
         )
 
 
@@ -210,6 +230,8 @@ class _Loader:
         self.pending_since = 0.0
         self.assigned: set[int] = set()
         self.expected: dict[int, int] = {}  # next offset we expect per partition
+        # Partitions whose log was replaced -> the old log's version, which trims nothing.
+        self.stale: dict[int, int] = {}
         self.summary = BronzeSummary()
         self.last_activity = time.monotonic()
         self.stop = threading.Event()
@@ -235,11 +257,23 @@ class _Loader:
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.drain()
         versions = self.written_versions([tp.partition for tp in partitions])
+        replaced = self._replaced_logs(
+            {p: last for p, last in versions.items() if last is not None})
         for tp in partitions:
-            last = versions[tp.partition]
-            tp.offset = OFFSET_BEGINNING if last is None else last + 1
-            if last is not None:
-                self.expected[tp.partition] = last + 1
+            p, last = tp.partition, versions[tp.partition]
+            self.stale.pop(p, None)
+            if p in replaced:
+                self.stale[p] = last  # type: ignore[assignment]
+                self.summary.replaced.append(f"partition {p}: {replaced[p]}")
+                log.warning("partition %d of %s: %s. The broker's log was replaced (an "
+                            "embedded broker forgets everything on restart); copying the "
+                            "partition from the start of the new log.", p, self.topic,
+                            replaced[p])
+                tp.offset = OFFSET_BEGINNING
+            else:
+                tp.offset = OFFSET_BEGINNING if last is None else last + 1
+                if last is not None:
+                    self.expected[p] = last + 1
         consumer.assign(partitions)
         self.assigned = {tp.partition for tp in partitions}
         self.last_activity = time.monotonic()
@@ -255,6 +289,7 @@ class _Loader:
         self.assigned -= lost
         for p in lost:
             self.expected.pop(p, None)
+            self.stale.pop(p, None)
         consumer.unassign()
 
     # -- writing -------------------------------------------------------------------------
@@ -293,7 +328,7 @@ class _Loader:
         versions = self.written_versions(np.unique(partitions).tolist())
         keep = np.ones(len(offsets), dtype=bool)
         for p, last in versions.items():
-            if last is not None:
+            if last is not None and self.stale.get(p) != last:  # (a replaced log's: none)
                 keep &= ~((partitions == p) & (offsets <= last))
         kept = int(keep.sum())
         self.summary.trimmed += len(offsets) - kept
@@ -350,6 +385,100 @@ class _Loader:
         s.last_write_at = time.monotonic()
         for p, v in last_offsets.items():
             self.expected[p] = v + 1
+            self.stale.pop(p, None)  # the version is the new log's now
+
+    # -- is the log the one bronze copied? ----------------------------------------------------
+    def _replaced_logs(self, last: dict[int, int]) -> dict[int, str]:
+        """Partitions whose log is not the one bronze copied, with why: the record at the
+        last written offset is not the one bronze holds there, or the log ends before it."""
+        stored = self._stored_records(last)
+        if not stored:
+            return {}
+        checker = Consumer(consumer_config(self.settings, GROUP_ID, **{
+            "client.id": "tripflow-bronze-check", "log_level": 0,
+            "auto.offset.reset": "error", "enable.partition.eof": True}))
+        replaced: dict[int, str] = {}
+        try:
+            checker.assign([TopicPartition(self.topic, p, last[p]) for p in stored])
+            pending, started = set(stored), time.monotonic()
+            while pending:
+                for msg in checker.consume(num_messages=100, timeout=0.2):
+                    p = msg.partition()
+                    if p not in pending:
+                        continue
+                    err = msg.error()
+                    if err is None and msg.offset() >= last[p]:
+                        pending.discard(p)
+                        ts = msg.timestamp()[1]
+                        got = (ts if ts >= 0 else None, msg.key(), msg.value())
+                        if msg.offset() == last[p] and got != stored[p]:
+                            replaced[p] = (f"the record at offset {last[p]} is not the one "
+                                           "bronze holds there")
+                    elif err is not None and err.code() in _OUT_OF_RANGE:
+                        pending.discard(p)
+                        replaced[p] = f"offset {last[p]} is beyond the log end"
+                waited = time.monotonic() - started
+                if waited >= CHECK_TIMEOUT_S:
+                    for p in list(pending):
+                        high = checker.get_watermark_offsets(
+                            TopicPartition(self.topic, p), timeout=5, cached=False)[1]
+                        if high <= last[p]:
+                            pending.discard(p)
+                            replaced[p] = (f"the log ends at about offset {high}, before "
+                                           f"offset {last[p]}")
+                if pending and waited >= CHECK_LIMIT_S:
+                    raise BronzeError(
+                        f"could not read back offset(s) {sorted((p, last[p]) for p in pending)} "
+                        f"of topic {self.topic!r} (partition, offset) within "
+                        f"{CHECK_LIMIT_S:.0f} s to check that its log is the one bronze "
+                        "copied: is the broker healthy? Run again.")
+        finally:
+            checker.close()
+        return replaced
+
+    def _stored_records(self, last: dict[int, int]
+                        ) -> dict[int, tuple[int | None, bytes | None, bytes | None]]:
+        """Bronze's row at each partition's last written offset, as (Kafka timestamp in
+        ms, key, value); the latest written one, should a replaced log have put two there.
+        Only the files whose statistics can hold it are read."""
+        if not last or self.table is None:
+            return {}
+        with self.table_lock:
+            actions = pa.table(self.table.get_add_actions(flatten=True))
+            files = lake.file_set(self.table, self.uri)
+        stats = {f"{m}.{c}" for m in ("min", "max") for c in ("partition", "offset")}
+        if stats <= set(actions.column_names):  # else read every file
+            may_hold = pa.scalar(False)
+            for p, offset in last.items():
+                here = pc.and_kleene(
+                    pc.and_kleene(pc.less_equal(actions["min.partition"], p),
+                                  pc.greater_equal(actions["max.partition"], p)),
+                    pc.and_kleene(pc.less_equal(actions["min.offset"], offset),
+                                  pc.greater_equal(actions["max.offset"], offset)))
+                may_hold = pc.or_kleene(may_hold, here)
+            keep = pc.fill_null(may_hold, True).to_pylist()  # no statistics: may hold it
+            paths = {unquote(path) for path, k in zip(actions["path"].to_pylist(), keep,
+                                                      strict=True) if k}
+            files = replace(files, files=tuple(f for f in files.files if f[0] in paths))
+        wanted = None
+        for p, offset in last.items():
+            row = (pc.field("partition") == p) & (pc.field("offset") == offset)
+            wanted = row if wanted is None else wanted | row
+        rows = lake.read_files(files).to_table(
+            columns=["partition", "kafka_timestamp", "key", "value", "ingested_at"],
+            filter=(pc.field("topic") == self.topic) & wanted)
+        found: dict[int, tuple[int | None, bytes | None, bytes | None]] = {}
+        newest: dict[int, int] = {}
+        for p, ms, key, value, at in zip(
+                rows["partition"].to_pylist(),
+                # (Delta hands timestamps back in microseconds)
+                rows["kafka_timestamp"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+                .to_pylist(),
+                rows["key"].to_pylist(), rows["value"].to_pylist(),
+                rows["ingested_at"].cast(pa.int64()).to_pylist(), strict=True):
+            if at >= newest.get(p, at):
+                newest[p], found[p] = at, (ms, key, value)
+        return found
 
     def commit_hint(self, consumer: Consumer) -> None:
         """Commit written offsets to Kafka, as a hint only (lag monitoring, other tools).
@@ -509,5 +638,6 @@ def run_bronze(
             stats.dates = s.date_range()
             stats.detail = (f"{s.trimmed} already in bronze, {s.undated} without a date, "
                             f"{s.batches} batches, last offsets {s.last_offsets}"
-                            + (f"; GAPS {s.gaps}" if s.gaps else ""))
+                            + (f"; GAPS {s.gaps}" if s.gaps else "")
+                            + (f"; REPLACED LOGS {s.replaced}" if s.replaced else ""))
     return summary
