@@ -124,6 +124,10 @@ def postgres_section(settings: Settings, out: Console) -> None:
                       f"{rec[1]:,} minutes changed ({rec[2]:%Y-%m-%d %H:%M:%S} UTC)")
         for step, version, updated in conn.execute(
                 "select step, input_version, updated_at from tripflow.batch_state order by step"):
+            if step == "silver-undated":
+                out.print(f"silver, undated bronze rows: quarantined up to bronze version "
+                          f"{version} (as of {updated:%Y-%m-%d %H:%M:%S} UTC)")
+                continue
             source = "bronze" if step == "silver" else "silver"
             out.print(f"{step} --changed: up to {source} version {version} "
                       f"(as of {updated:%Y-%m-%d %H:%M:%S} UTC)")
