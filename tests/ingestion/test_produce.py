@@ -406,6 +406,37 @@ def test_rebase_now_keeps_gaps_and_the_original_time(
         assert abs((new_ms - first_new) - (original_ms - first_original) / speed) <= 1
 
 
+def test_cli_replay_sends_a_record_later_than_the_reorder_window_where_it_was_read(
+        kafka: Settings, tmp_path: Path) -> None:
+    start = 1_457_308_800_000  # 2016-03-07T00:00Z
+
+    def click(ms: int, session: str, document: int) -> bytes:
+        return json.dumps({"DateCreated": f"/Date({ms})/", "SessionId": session * 24,
+                           "DocumentId": document}).encode()
+
+    first = click(start + 1_000, "a", 1)
+    nine_hours_late = click(start - 9 * 3_600_000, "b", 2)
+    third = click(start + 2_000, "c", 3)
+    half_a_second_late = click(start + 1_500, "d", 4)
+    folder = tmp_path / "day"
+    folder.mkdir()
+    (folder / "2016-03-07.json").write_bytes(
+        b"\n".join([first, nine_hours_late, third, half_a_second_late]) + b"\n")
+
+    result = run_cli("produce", str(folder), "--mode", "replay", "--speed", "1",
+                     "--reorder-minutes", "10", "--servers", "1", env=cli_env(kafka))
+    assert result.returncode == 0, result.stderr
+    # The replay starts at the first click, not 9 hours before it (which would be 9 hours
+    # of waiting at this speed).
+    assert "event time replayed: 2016-03-07T00:00:01+00:00 → 2016-03-07T00:00:02+00:00" \
+        in result.stdout
+    sent = {r.value: r.timestamp_ms for r in consume_all(kafka, expected=4)}
+    after_first = {line: sent[line] - sent[first] for line in sent}
+    assert abs(after_first[nine_hours_late]) <= 100  # where it was read: right after
+    assert abs(after_first[half_a_second_late] - 500) <= 100  # put back in its place
+    assert abs(after_first[third] - 1_000) <= 100
+
+
 # --- topic admin ------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ DEMO_START = date(2016, 3, 1)
 DEMO_DAYS = 7
 DEMO_SESSIONS_PER_DAY = 1500  # ≈ 5 k clicks a day, ≈ 35 k for the week
 REPLAY_SPEED = 60.0  # the newest day replays in 24 minutes
+REPLAY_REORDER_MINUTES = 10
 
 
 def _data(settings: Settings) -> tuple[Path, list[Path]]:
@@ -107,8 +108,11 @@ def _run(settings: Settings) -> None:
     marts = run_marts(settings, changed=True)
     console.print(f"[green]✓[/] {marts.line()}")
 
+    # Late clicks of the day before, written into this day's file, go where they were
+    # read (late, as the live site saw them), not back hours before the day's first click,
+    # which would keep the replay nearly silent for its first quarter of an hour.
     replay_args = ["produce", str(days[-1]), "--mode", "replay", "--speed", str(REPLAY_SPEED),
-                   "--rebase", "now"]
+                   "--rebase", "now", "--reorder-minutes", str(REPLAY_REORDER_MINUTES)]
     if workers.start(home, "replay", replay_args):
         console.print(f"[green]✓[/] replaying {days[-1].name} live at {REPLAY_SPEED:g}× "
                       f"(log: {home / 'logs' / 'replay.log'})")

@@ -13,6 +13,7 @@ from tripflow.cli.console import console, err_console, friendly_errors
 from tripflow.ingestion import IngestionError, Mode, ProduceProgress
 from tripflow.ingestion import produce as run_produce
 from tripflow.ingestion.admin import DEFAULT_CONNECT_TIMEOUT_S
+from tripflow.ingestion.replay import ONE_DAY_MS
 from tripflow.settings import get_settings
 
 EXIT_INTERRUPTED = 130  # the shell's convention for "ended by Ctrl-C"
@@ -34,6 +35,12 @@ def produce(
         help="Replay only: move DateCreated so the first record is now (the original is "
              "kept in OriginalDateCreated), so the replay looks live.",
     )] = None,
+    reorder_minutes: Annotated[float, typer.Option(
+        "--reorder-minutes", min=0,
+        help="Replay only: a record read up to this much later than its event time is "
+             "put back in its place; a later one is sent where it was read (late, as a "
+             "live system saw it). Default: a day.",
+    )] = ONE_DAY_MS / 60_000,
     servers: Annotated[int, typer.Option(
         "--servers", min=1, max=64, help="Simulated web servers, each its own producer.",
     )] = 2,
@@ -48,6 +55,7 @@ def produce(
         with friendly_errors():
             summary = run_produce(
                 paths, settings, mode=mode, speed=speed, rebase=rebase, servers=servers,
+                reorder_horizon_ms=round(reorder_minutes * 60_000),
                 progress=display.update, connect_timeout_s=timeout,
             )
     except IngestionError as err:
