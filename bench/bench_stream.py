@@ -37,7 +37,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 
 
@@ -64,35 +63,42 @@ def worker_main(trace: Path, until_idle: float, partitions: str | None) -> None:
 
 
 class Sampler(threading.Thread):
-    """RSS of a process every 0.5 s, and its peak RSS as the kernel counts it (VmHWM:
-    every instant, not only the samples)."""
+    """RSS of a process every 0.5 s, its peak RSS as the kernel counts it (VmHWM: every
+    instant, not only the samples), and at the largest sample the split between anonymous
+    memory (heaps) and file pages (mostly shared libraries' code)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.process = psutil.Process(pid)
         self.status = Path(f"/proc/{pid}/status")
         self.samples: list[float] = []
         self.peak = 0.0
+        self.split_at_max: dict[str, float] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
             try:
-                rss = self.process.memory_info().rss / 2**20
-                if rss == 0:  # exited (a zombie has no memory)
-                    return
-                self.samples.append(rss)
-                self.peak = max(self.peak, _peak_rss_mb(self.status))
-            except (psutil.Error, OSError):
+                fields = _status_mb(self.status)
+            except OSError:
                 return
+            rss = fields.get("VmRSS", 0.0)
+            if rss == 0:  # exited (a zombie has no memory)
+                return
+            if rss > max(self.samples, default=0.0):
+                self.split_at_max = {"anon": fields["RssAnon"], "file": fields["RssFile"]}
+            self.samples.append(rss)
+            self.peak = max(self.peak, fields["VmHWM"])
             time.sleep(0.5)
 
 
-def _peak_rss_mb(status: Path) -> float:
+def _status_mb(status: Path) -> dict[str, float]:
+    """The memory lines of /proc/PID/status, in MB."""
+    fields = {}
     for line in status.read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            fields[name] = int(value.split()[0]) / 1024
+    return fields
 
 
 def start_worker(env: dict[str, str], trace: Path, until_idle: float | None,
@@ -123,7 +129,10 @@ def rss_figures(sampler: Sampler) -> dict[str, float]:
         return {}
     half = len(samples) // 2
     return {"rss_mb_peak": round(sampler.peak, 1),
-            "rss_mb_max": round(max(samples), 1), "rss_mb_last": round(samples[-1], 1),
+            "rss_mb_max": round(max(samples), 1),
+            "rss_mb_max_anon_file": [round(sampler.split_at_max.get(k, 0.0), 1)
+                                     for k in ("anon", "file")],
+            "rss_mb_last": round(samples[-1], 1),
             "rss_mb_max_first_half": round(max(samples[:half] or samples), 1),
             "rss_mb_max_second_half": round(max(samples[half:]), 1)}
 
