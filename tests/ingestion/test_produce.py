@@ -16,6 +16,7 @@ import sys
 import tarfile
 import threading
 import time
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date
@@ -117,11 +118,29 @@ class Received:
 def consume_all(settings: Settings, expected: int | None = None,
                 idle_s: float = 2.0) -> list[Received]:
     """Everything in the topic. Done = nothing new for `idle_s` (after `expected`
-    messages if given), never the high watermark (a tansu quirk)."""
+    messages if given), never the high watermark (a tansu quirk).
+
+    Should fewer than `expected` arrive, the topic is read once more from offset 0 of
+    every partition, and that reading counts (with a warning saying so). Once in a full
+    CI run, a reader assigned at "the beginning" missed the first 7 records of one
+    partition of a fresh topic; which side lost them is not known yet. A loss on the
+    broker's side still fails the test."""
+    received = _read_topic(settings, OFFSET_BEGINNING, expected, idle_s)
+    if expected is not None and len(received) < expected:
+        again = _read_topic(settings, 0, expected, idle_s)
+        warnings.warn(f"topic {settings.topic}: a reader from the beginning got "
+                      f"{len(received)} of {expected} records; one from offset 0 got "
+                      f"{len(again)}", stacklevel=2)
+        received = again
+    return received
+
+
+def _read_topic(settings: Settings, start: int, expected: int | None,
+                idle_s: float) -> list[Received]:
     consumer = Consumer(consumer_config(settings, f"check-{settings.topic}-{time.time_ns()}"))
     metadata = consumer.list_topics(settings.topic, timeout=10)
     partitions = sorted(metadata.topics[settings.topic].partitions)
-    consumer.assign([TopicPartition(settings.topic, p, OFFSET_BEGINNING) for p in partitions])
+    consumer.assign([TopicPartition(settings.topic, p, start) for p in partitions])
     received: list[Received] = []
     last = time.monotonic()
     deadline = time.monotonic() + 120
