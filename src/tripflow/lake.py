@@ -101,19 +101,28 @@ def changed_dates(
     a date emptied by an overwrite is reported too. With no earlier version (or one whose
     log is gone), every current partition counts."""
     now = {f.path: f.event_date for f in partition_files(table)}
-    current = table.version()
-    if since_version is None or since_version > current:
-        return set(now.values())
-    if since_version == current:
+    if since_version == table.version():
         return set()
-    try:
-        old_table = DeltaTable(table.table_uri, version=since_version, storage_options=options)
-    except Exception:  # log entries cleaned up: fall back to "everything"
+    earlier = _files_at(table, since_version, options)
+    if earlier is None:
         return set(now.values())
-    old = {f.path: f.event_date for f in partition_files(old_table)}
+    old = {f.path: f.event_date for f in earlier}
     touched = {day for path, day in now.items() if path not in old}
     touched |= {day for path, day in old.items() if path not in now}
     return touched
+
+
+def _files_at(table: DeltaTable, version: int | None, options: dict[str, str] | None
+              ) -> list[PartitionFile] | None:
+    """The table's files as of an earlier `version`; None when there is no such version
+    to compare with (none given, one later than the loaded one, or its log cleaned up)."""
+    if version is None or version > table.version():
+        return None
+    try:
+        return partition_files(DeltaTable(table.table_uri, version=version,
+                                          storage_options=options))
+    except Exception:  # log entries cleaned up
+        return None
 
 
 def _filesystem(uri: str) -> pafs.FileSystem:
@@ -181,11 +190,10 @@ def files_added(table: DeltaTable, uri: str, since_version: int | None,
     has and `since_version` had not (every one of them when there is no such version, or
     its log is gone). For an append-only table: the rows added since then."""
     files = file_set(table, uri, dates)
-    if since_version is None or since_version > table.version():
+    if since_version == table.version():
+        return replace(files, files=())
+    earlier = _files_at(table, since_version, options)
+    if earlier is None:
         return files
-    try:
-        old_table = DeltaTable(table.table_uri, version=since_version, storage_options=options)
-    except Exception:  # log entries cleaned up: every file counts
-        return files
-    old = {unquote(f.path) for f in partition_files(old_table)}
+    old = {unquote(f.path) for f in earlier}
     return replace(files, files=tuple(f for f in files.files if f[0] not in old))

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from tripflow.cli.console import console, err_console, friendly_errors
+from tripflow.cli.console import console, err_console, expected_error, friendly_errors
 from tripflow.settings import get_settings
 
 
@@ -54,15 +54,12 @@ def step_errors(step: str) -> Iterator[None]:
             err_console.print(f"[bold red]error:[/] {err}")
             raise typer.Exit(2) from None
         except Exception as err:
-            from tripflow.processing.bronze import BronzeError
-
-            if isinstance(err, BronzeError):
-                err_console.print(f"[bold red]error:[/] {err}")
-            else:
-                err_console.print(
-                    f"[bold red]error:[/] {step} failed: {type(err).__name__}: {err}\n"
-                    f"Nothing half-done is visible: fix the cause and rerun `tripflow {step}` "
-                    f"(`tripflow status` shows the run log).")
+            if expected_error(err):
+                raise  # friendly_errors: its own message is the line
+            err_console.print(
+                f"[bold red]error:[/] {step} failed: {type(err).__name__}: {err}\n"
+                f"Nothing half-done is visible: fix the cause and rerun `tripflow {step}` "
+                f"(`tripflow status` shows the run log).")
             raise typer.Exit(1) from None
 
 

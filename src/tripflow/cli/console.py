@@ -22,7 +22,8 @@ _EXPECTED_ERRORS = (
 )
 
 
-def _expected(err: BaseException) -> bool:
+def expected_error(err: BaseException) -> bool:
+    """Whether `err` is one of the errors whose message alone tells the user what to do."""
     # An error's module is loaded once it was raised: looked up, not imported (some
     # import heavy libraries).
     return any(isinstance(err, getattr(sys.modules.get(module), name, ()))
@@ -36,7 +37,7 @@ def friendly_errors() -> Iterator[None]:
     try:
         yield
     except Exception as err:
-        if not _expected(err):
+        if not expected_error(err):
             raise
         err_console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(1) from None

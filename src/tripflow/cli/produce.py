@@ -10,7 +10,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from tripflow.cli.console import console, err_console, friendly_errors
-from tripflow.ingestion import IngestionError, Mode, ProduceProgress
+from tripflow.ingestion import Mode, ProduceProgress
 from tripflow.ingestion import produce as run_produce
 from tripflow.ingestion.admin import DEFAULT_CONNECT_TIMEOUT_S
 from tripflow.ingestion.replay import ONE_DAY_MS
@@ -51,19 +51,15 @@ def produce(
     """Publish TripClick log lines to the topic, as N web servers would."""
     settings = get_settings()
     display = _Display(mode)
-    try:
-        with friendly_errors():
+    with friendly_errors():  # (IngestionError: one line, printed once the display is gone)
+        try:
             summary = run_produce(
                 paths, settings, mode=mode, speed=speed, rebase=rebase, servers=servers,
                 reorder_horizon_ms=round(reorder_minutes * 60_000),
                 progress=display.update, connect_timeout_s=timeout,
             )
-    except IngestionError as err:
-        display.close()
-        err_console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(1) from None
-    finally:
-        display.close()
+        finally:
+            display.close()
 
     if summary.topic.warning:
         err_console.print(f"[yellow]warning:[/] {summary.topic.warning}")

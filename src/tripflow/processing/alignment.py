@@ -35,7 +35,7 @@ import pyarrow as pa
 _DATE = re.compile(rb'"DateCreated"\s*:\s*"\\?/Date\((\d{1,15})\)\\?/"')
 _Y2000_MS = 946_684_800_000
 _DAY_MS = 86_400_000
-NO_TIME = -(2**62)  # a record without a usable event time: never holds anything back
+_NO_TIME = -(2**62)  # a record without a usable event time: never holds anything back
 _ALWAYS = 2**62
 
 
@@ -69,7 +69,7 @@ class _Buffer:
         if not self.chunks:
             return None
         first = int(self.chunks[0][0][0])
-        return None if first == NO_TIME else first
+        return None if first == _NO_TIME else first
 
     def prefix_times(self) -> np.ndarray:
         """For each record: the greatest event time up to it (non-decreasing; a record
@@ -114,10 +114,10 @@ class PartitionBuffers:
             raise ValueError(f"{len(times)} event times for {rows.num_rows} rows")
         if not len(times):
             return
-        array = np.fromiter((NO_TIME if t is None else t for t in times), np.int64, len(times))
+        array = np.fromiter((_NO_TIME if t is None else t for t in times), np.int64, len(times))
         self._buffers.setdefault(partition, _Buffer()).append(array, rows)
         greatest = int(array.max())
-        if greatest != NO_TIME and greatest > self.seen.get(partition, NO_TIME):
+        if greatest != _NO_TIME and greatest > self.seen.get(partition, _NO_TIME):
             self.seen[partition] = greatest
 
     def size(self, partition: int | None = None) -> int:
@@ -140,13 +140,8 @@ class PartitionBuffers:
         bound = _ALWAYS
         for p in partitions:
             if may_have_more(p):
-                bound = min(bound, self.seen.get(p, NO_TIME) + self.slack_ms)
+                bound = min(bound, self.seen.get(p, _NO_TIME) + self.slack_ms)
         return bound
-
-    def releasable(self, bound: int) -> int:
-        """How many records `bound` lets go."""
-        return sum(int(np.searchsorted(b.prefix_times(), bound, side="right"))
-                   for b in self._buffers.values())
 
     def release(self, bound: int, limit: int, *, now: float = 0.0,
                 stall_s: float = float("inf")) -> list[pa.Table]:
