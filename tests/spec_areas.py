@@ -27,3 +27,15 @@ _BY_KEY = {_key(name): name for name in CANONICAL_AREAS}
 def canonical_area(name: str) -> str | None:
     """The canonical spelling of a known area name, else None (unmapped or empty)."""
     return _BY_KEY.get(_key(name)) if name.strip() else None
+
+
+def area_name(name: str) -> str | None:
+    """The name a record's area set holds for one comma-separated piece: the canonical
+    spelling of a known area, else the name title-cased with `_` as a space; None when
+    the piece is empty."""
+    if not name.strip():
+        return None
+    known = canonical_area(name)
+    if known is not None:
+        return known
+    return " ".join(word.capitalize() for word in name.replace("_", " ").split())

@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from tests.spec_areas import canonical_area
+from tests.spec_areas import area_name
 
 ONE_DAY_MS = 86_400_000
 EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -45,7 +45,7 @@ def spec_record(line: bytes, read_ms: int) -> SpecRecord | None:
     if match is None:
         return None
     ms = int(match.group(1))
-    session = record.get("SessionId")
+    session = _without_nul(record.get("SessionId"))
     if not isinstance(session, str) or not session.strip():
         return None
     document = record.get("DocumentId")
@@ -53,13 +53,18 @@ def spec_record(line: bytes, read_ms: int) -> SpecRecord | None:
         return None
     if ms < EARLIEST_MS or ms - ONE_DAY_MS > read_ms:
         return None
-    title = record.get("Title")
-    areas_text = record.get("ClinicalAreas")
+    title = _without_nul(record.get("Title"))
+    areas_text = _without_nul(record.get("ClinicalAreas"))
     areas = set()
     if isinstance(areas_text, str):
         for piece in areas_text.split(","):
-            name = canonical_area(piece)
+            name = area_name(piece)
             if name:
                 areas.add(name)
     return SpecRecord(session, document, ms, title if isinstance(title, str) else None,
                       frozenset(areas))
+
+
+def _without_nul(value: object) -> object:
+    """Spec "Hostile bytes": U+0000 is removed from the string fields of a valid record."""
+    return value.replace("\x00", "") if isinstance(value, str) else value

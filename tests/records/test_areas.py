@@ -59,9 +59,13 @@ def test_spec_spellings_map_to_canonical(raw: str, canonical: str) -> None:
         ("", ([], [])),
         (None, ([], [])),
         (" , ,,", ([], [])),
-        (",tropical_medicine,Oncology", (["Oncology"], ["Tropical Medicine"])),
-        ("TROPICAL MEDICINE,tropical_medicine", ([], ["Tropical Medicine"])),
-        ("children's health", ([], ["Children's Health"])),
+        # spec: an unknown name is kept in the set, title-cased, and listed as unmapped
+        (",tropical_medicine,Oncology", (["Oncology", "Tropical Medicine"],
+                                         ["Tropical Medicine"])),
+        ("TROPICAL MEDICINE,tropical_medicine", (["Tropical Medicine"], ["Tropical Medicine"])),
+        ("children's health", (["Children's Health"], ["Children's Health"])),
+        ("Space Medicine,space_medicine,Surgery", (["Space Medicine", "Surgery"],
+                                                   ["Space Medicine"])),
     ],
 )
 def test_lists_are_sorted_sets(
@@ -80,6 +84,7 @@ def test_column_form_matches_single_form_row_by_row() -> None:
     raw = [",Oncology,Surgery", None, "", "obgyn,tropical_medicine", ",Oncology,Surgery"]
     canonical, unmapped = normalise_area_column(pa.array(raw, pa.string()))
     assert canonical.to_pylist() == [
-        ["Oncology", "Surgery"], None, [], ["OB-Gyn"], ["Oncology", "Surgery"]
+        ["Oncology", "Surgery"], None, [], ["OB-Gyn", "Tropical Medicine"],
+        ["Oncology", "Surgery"]
     ]
     assert unmapped.to_pylist() == [[], None, [], ["Tropical Medicine"], []]

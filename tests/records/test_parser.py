@@ -284,10 +284,51 @@ def test_json_escapes_are_decoded() -> None:
     assert click["dedup_key"] == dedup_key("séss", 1, EVENT_MS)
 
 
-def test_unknown_area_is_unmapped_and_title_cased() -> None:
+def test_unknown_area_is_kept_title_cased_and_listed_as_unmapped() -> None:
     click = only_click(record(ClinicalAreas=",tropical_medicine,Oncology,obgyn"))
-    assert click["clinical_areas"] == ["OB-Gyn", "Oncology"]
+    assert click["clinical_areas"] == ["OB-Gyn", "Oncology", "Tropical Medicine"]
     assert click["unmapped_areas"] == ["Tropical Medicine"]
+    spelled_twice = only_click(record(ClinicalAreas="Space Medicine,space_medicine"))
+    assert spelled_twice["clinical_areas"] == ["Space Medicine"]
+    assert spelled_twice["unmapped_areas"] == ["Space Medicine"]
+
+
+# -- hostile bytes (spec "Bad input", "Hostile bytes") ----------------------------------
+def test_escaped_nul_is_removed_from_every_string_field_and_counted() -> None:
+    nul = "\x00"  # json.dumps writes it as the escape \u0000
+    value = record(SessionId=f"udcqii55du{nul}4gju45bno3d155", Title=f"Tis{nul}sue",
+                   Url=f"http://x{nul}.org", DOI=f"10.1{nul}/x", Keywords=f"a{nul}b",
+                   ClinicalAreas=f",Onco{nul}logy,Space{nul} Medicine")
+    plain = record(SessionId="bbbbbbbbbbbbbbbbbbbbbbbb")
+    result = parse_batch([value, plain], read_ms=READ_MS)
+    assert result.quarantine.num_rows == 0 and result.nul_removed == 1
+    click = result.clicks.to_pylist()[0]
+    assert (click["session_id"], click["title"], click["url"], click["doi"],
+            click["keywords"]) == ("udcqii55du4gju45bno3d155", "Tissue", "http://x.org",
+                                   "10.1/x", "ab")
+    assert click["clinical_areas"] == ["Oncology", "Space Medicine"]
+    # the key of the click as stored, so both paths and every rerun agree
+    assert click["dedup_key"] == dedup_key("udcqii55du4gju45bno3d155", 5666868, EVENT_MS)
+
+
+def test_a_session_of_nul_only_is_no_session() -> None:
+    result = parse_batch([record(SessionId="\x00\x00")], read_ms=READ_MS)
+    assert result.clicks.num_rows == 0 and result.nul_removed == 0
+    assert result.quarantine.column("reason").to_pylist() == ["no_session"]
+
+
+def test_quarantine_detail_never_holds_nul() -> None:
+    escaped = record(DateCreated="/Date(14516\x0006501933)/")  # the escape \u0000
+    raw_in_date = escaped.replace(b"\\u0000", b"\x00")
+    raw_in_title = record(Title="aXb").replace(b"aXb", b"a\x00b")
+    result = parse_batch([escaped, raw_in_date, raw_in_title, b"\x00"], read_ms=READ_MS)
+    assert result.clicks.num_rows == 0
+    rows = result.quarantine.to_pylist()
+    assert [row["reason"] for row in rows] == ["bad_date", "not_json", "not_json", "not_json"]
+    assert [row["raw"] for row in rows] == [escaped, raw_in_date, raw_in_title, b"\x00"]
+    for row in rows:
+        assert "\x00" not in row["detail"]
+    assert rows[0]["detail"] == "DateCreated not /Date(<digits>)/: /Date(14516\\u000006501933)/"
 
 
 def test_event_date_is_the_utc_date() -> None:

@@ -31,7 +31,13 @@ Reading of the spec where it leaves room (see also `tests/records/test_parser.py
   a list keeps its elements that are integers or strings of that same form ("7", "7:0.5")
   and drops the others (2.5, true, null). Missing, null or any other JSON type is null.
 - `clinical_areas`/`unmapped_areas` are null when `ClinicalAreas` is missing or null,
-  and [] when it is present but names nothing.
+  and [] when it is present but names nothing. `clinical_areas` holds every area, known
+  names canonical and unknown ones title-cased; `unmapped_areas` is the subset of unknown
+  ones, for the quality checks.
+- U+0000 (which PostgreSQL text cannot hold) can only reach a valid record through the
+  JSON escape `\\u0000` (a raw 0x00 byte makes the line `not_json`); it is removed from
+  every string field, SessionId included before it is checked, and `nul_removed` counts
+  the records that needed it. Quarantine details show it as the text `\\u0000`.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class ParseResult(NamedTuple):
 
     clicks: pa.Table  # CLICK_SCHEMA columns, then the context columns
     quarantine: pa.Table  # QUARANTINE_SCHEMA columns, then the context columns
+    nul_removed: int = 0  # clicks that had U+0000 removed from a string field
 
 
 RawValues = Sequence[bytes | None] | pa.Array | pa.ChunkedArray
@@ -119,7 +126,13 @@ WITH cleaned AS (
     SELECT *,
         regexp_extract(DateCreated, '^/Date\(([0-9]+)\)/$', 1) AS date_digits,
         try_cast(date_digits AS BIGINT) AS ms,
-        CASE WHEN starts_with(SessionId, '"') THEN SessionId ->> '$' END AS session_id,
+        -- U+0000 comes only as the escape \u0000 (a raw one is not JSON): look further
+        -- only in records whose text holds that escape
+        coalesce(contains(doc, '\u0000'), false) AS maybe_nul,
+        CASE WHEN starts_with(SessionId, '"') THEN
+            CASE WHEN maybe_nul THEN replace(SessionId ->> '$', chr(0), '')
+                 ELSE SessionId ->> '$' END
+        END AS session_id,
         json_integer(DocumentId) AS document_id
     FROM fields
 ), checked AS (
@@ -134,11 +147,17 @@ SELECT
     ms,
     session_id,
     document_id,
-    Url AS url,
-    Title AS title,
-    nullif(DOI, '') AS doi,
-    Keywords AS keywords,
-    ClinicalAreas AS areas,
+    CASE WHEN maybe_nul THEN replace(Url, chr(0), '') ELSE Url END AS url,
+    CASE WHEN maybe_nul THEN replace(Title, chr(0), '') ELSE Title END AS title,
+    nullif(CASE WHEN maybe_nul THEN replace(DOI, chr(0), '') ELSE DOI END, '') AS doi,
+    CASE WHEN maybe_nul THEN replace(Keywords, chr(0), '') ELSE Keywords END AS keywords,
+    CASE WHEN maybe_nul THEN replace(ClinicalAreas, chr(0), '') ELSE ClinicalAreas END
+        AS areas,
+    -- a string field of this record held U+0000 (now removed)
+    maybe_nul AND (contains(SessionId ->> '$', chr(0)) OR contains(Url, chr(0))
+                   OR contains(Title, chr(0)) OR contains(DOI, chr(0))
+                   OR contains(Keywords, chr(0)) OR contains(ClinicalAreas, chr(0)))
+        IS TRUE AS had_nul,
     CASE
         WHEN Documents = '[]' THEN []::BIGINT[]
         -- fast path: a plain list of non-negative integers that all fit int64
@@ -171,7 +190,14 @@ _JSON_KIND = {"[": "an array", '"': "a string", "n": "null", "t": "a boolean", "
 
 
 def _explain(evidence: dict[str, Any], bad_encoding: bool) -> tuple[Reason, str]:
-    """Why a row is not a click: the first failed check in `Reason`'s order, in words.
+    """Why a row is not a click, in words free of U+0000 (PostgreSQL text cannot hold
+    it): the raw bytes keep it, the detail shows it as the text `\\u0000`."""
+    reason, detail = _first_failed_check(evidence, bad_encoding)
+    return reason, detail.replace("\x00", "\\u0000")
+
+
+def _first_failed_check(evidence: dict[str, Any], bad_encoding: bool) -> tuple[Reason, str]:
+    """The first failed check in `Reason`'s order, in words.
 
     Mirrors the `is_click` conjunction of _PARSE_SQL; runs for rejected rows only.
     """
@@ -456,7 +482,8 @@ def parse_batch(
 
     is_click = parsed["is_click"]
     is_bad = pc.invert(is_click)
-    fields = parsed.drop_columns(["is_click", "evidence"])
+    nul_removed = pc.sum(pc.and_(is_click, parsed["had_nul"])).as_py() or 0
+    fields = parsed.drop_columns(["is_click", "evidence", "had_nul"])
     valid = _keep_rows(fields, is_click)
     explained = [
         _explain(evidence, bad)
@@ -477,4 +504,5 @@ def parse_batch(
     return ParseResult(
         _with_context(_clicks_table(valid), context, is_click),
         _with_context(quarantine, context, is_bad),
+        nul_removed,
     )

@@ -39,8 +39,9 @@ CLICK_SCHEMA = pa.schema(
         pa.field("title", pa.string()),
         pa.field("doi", pa.string()),  # null when empty
         pa.field("keywords", pa.string()),  # as sent
-        pa.field("clinical_areas", pa.list_(pa.string())),  # canonical, sorted, no repeats
-        pa.field("unmapped_areas", pa.list_(pa.string())),  # names not in the canonical map
+        # every area: canonical names, unknown ones title-cased; sorted, no repeats
+        pa.field("clinical_areas", pa.list_(pa.string())),
+        pa.field("unmapped_areas", pa.list_(pa.string())),  # those of them not canonical
         pa.field("documents", pa.list_(pa.int64())),  # null when absent
     ]
 )
