@@ -7,23 +7,29 @@ read as a stream (`tarfile` mode "r|*"), never extracted to disk.
 Date order and archives: a gzip stream cannot seek, and archives made with `tar czf`
 follow directory order, which is not date order. So an archive is read twice: a first
 pass lists its members, a second yields them in date order. A member that arrives
-before its turn is held in memory, zlib-compressed, until then; an archive already in
-date order (the usual case) holds nothing.
+before its turn is spooled to disk until then: one temporary file per archive (in
+`spool_dir`, by default the system's temporary folder), written sequentially and
+zlib-compressed (level 1: about a fifth of the text), deleted when reading ends, stops
+early or fails. Memory stays at a few MB of buffers whatever the order and sizes of the
+members; an archive already in date order (the usual case) spools nothing.
 """
 
 from __future__ import annotations
 
 import codecs
 import io
+import os
 import re
 import tarfile
+import tempfile
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 _DAY_FILE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})\.json")
 _MONTH_FILE = re.compile(r"([0-9]{4})-([0-9]{2})\.json")
@@ -122,30 +128,103 @@ def _collect(paths: Iterable[str | Path]) -> list[_LogFile]:
     return sorted(found)
 
 
+_CHUNK = 1 << 20  # bytes copied to or from the spool at a time
+_SPOOL_LEVEL = 1  # zlib level of the spool (1: fastest; the spool is read back once)
+
+
+class _SpooledMember(io.RawIOBase):
+    """One member read back from the spool: its compressed bytes, read with `os.pread`
+    (the spool's own position, where writes go, stays put), inflated a buffer at a time."""
+
+    def __init__(self, fd: int, start: int, end: int) -> None:
+        super().__init__()
+        self._fd, self._at, self._end = fd, start, end
+        self._inflate = zlib.decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            compressed = self._inflate.unconsumed_tail
+            if not compressed and self._at < self._end:
+                compressed = os.pread(self._fd, min(_CHUNK, self._end - self._at), self._at)
+                if not compressed:
+                    raise OSError("the spool of an archive's early members was cut short")
+                self._at += len(compressed)
+            data = self._inflate.decompress(compressed, len(buffer))
+            if data:
+                buffer[: len(data)] = data
+                return len(data)
+            if self._at >= self._end and not self._inflate.unconsumed_tail:
+                if not self._inflate.eof:
+                    raise OSError("the spool of an archive's early members was cut short")
+                return 0
+
+
+class _Spool:
+    """Members of one archive that arrived before their turn, kept on disk until then.
+
+    One temporary file (no name on Linux; deleted when closed, and by the system if the
+    process dies), written sequentially: each member one zlib stream, read back through a
+    buffer when its turn comes. Memory stays at a few buffers, whatever the sizes."""
+
+    def __init__(self, folder: Path | None) -> None:
+        # Closed by close(), which the ExitStack of iter_day_files calls.
+        self._file = tempfile.TemporaryFile(  # noqa: SIM115
+            prefix="tripflow-spool-", dir=folder, buffering=0
+        )
+        self._places: dict[str, deque[tuple[int, int]]] = {}  # name -> (start, end)s
+
+    def keep(self, name: str, content: IO[bytes]) -> None:
+        start = self._file.tell()
+        deflate = zlib.compressobj(_SPOOL_LEVEL)
+        while chunk := content.read(_CHUNK):
+            self._file.write(deflate.compress(chunk))
+        self._file.write(deflate.flush())
+        self._places.setdefault(name, deque()).append((start, self._file.tell()))
+
+    def take(self, name: str) -> IO[bytes] | None:
+        places = self._places.get(name)
+        if not places:
+            return None
+        start, end = places.popleft()
+        raw = _SpooledMember(self._file.fileno(), start, end)
+        return io.BufferedReader(raw, buffer_size=64 * 1024)
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class _ArchiveReader:
     """Second pass over one archive: hands out members in the order asked for."""
 
-    def __init__(self, tar: tarfile.TarFile, archive: Path) -> None:
+    def __init__(self, tar: tarfile.TarFile, archive: Path, spool_dir: Path | None) -> None:
         self._tar = tar
         self._members = iter(tar)
-        self._early: dict[str, bytes] = {}  # member name -> zlib-compressed content
         self._archive = archive
+        self._spool_dir = spool_dir
+        self._spool: _Spool | None = None  # made when a member first arrives early
 
     def open(self, name: str) -> IO[bytes]:
         """The member's content; read it fully before asking for the next member."""
-        if name in self._early:
-            return io.BytesIO(zlib.decompress(self._early.pop(name)))
+        if self._spool is not None and (spooled := self._spool.take(name)) is not None:
+            return spooled
         for member in self._members:
+            if not member.isfile() or _log_file_key(Path(member.name).name) is None:
+                continue
+            content = self._tar.extractfile(member)
+            assert content is not None  # a regular file
             if member.name == name:
-                content = self._tar.extractfile(member)
-                assert content is not None  # the listing pass kept regular files only
                 return content
-            if member.isfile() and _log_file_key(Path(member.name).name) is not None:
-                # Wanted later: keep it until its turn (cheap level: speed over size).
-                content = self._tar.extractfile(member)
-                assert content is not None
-                self._early[member.name] = zlib.compress(content.read(), 1)
+            if self._spool is None:  # wanted later: keep it on disk until its turn
+                self._spool = _Spool(self._spool_dir)
+            self._spool.keep(member.name, content)
         raise FileNotFoundError(f"{name} vanished from {self._archive} between two reads")
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
 
 
 def _record_lines(name: str, content: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
@@ -157,7 +236,9 @@ def _record_lines(name: str, content: Iterable[bytes]) -> Iterator[tuple[str, by
             yield name, line
 
 
-def iter_day_files(paths: Iterable[str | Path]) -> Iterator[tuple[str, bytes]]:
+def iter_day_files(
+    paths: Iterable[str | Path], *, spool_dir: str | Path | None = None
+) -> Iterator[tuple[str, bytes]]:
     """(file name, line) for every record line of the given day files, month files,
     folders of them and `logs.tar.gz` archives, files in date order.
 
@@ -165,7 +246,9 @@ def iter_day_files(paths: Iterable[str | Path]) -> Iterator[tuple[str, bytes]]:
     brackets or commas are skipped. In folders and archives, other names
     (`allarticles.txt`, ...) are skipped; a file named explicitly only needs a date in
     its name. A date present in two places is read from both, in a stable order.
+    `spool_dir` is where an archive's early members wait (see the module's docstring).
     """
+    spool = None if spool_dir is None else Path(spool_dir)
     archives: dict[Path, _ArchiveReader] = {}
     with ExitStack() as open_archives:
         for log_file in _collect(paths):
@@ -177,6 +260,7 @@ def iter_day_files(paths: Iterable[str | Path]) -> Iterator[tuple[str, bytes]]:
             reader = archives.get(log_file.source)
             if reader is None:
                 tar = open_archives.enter_context(tarfile.open(log_file.source, "r|*"))
-                reader = archives[log_file.source] = _ArchiveReader(tar, log_file.source)
+                reader = _ArchiveReader(tar, log_file.source, spool)
+                archives[log_file.source] = open_archives.enter_context(closing(reader))
             with closing(reader.open(log_file.member)) as content:
                 yield from _record_lines(name, content)
