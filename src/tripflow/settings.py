@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,12 +27,23 @@ class Settings(BaseSettings):
 
     # The read-only role dashboards use: its password, else one generated under home.
     reader_password: SecretStr | None = None
+    # Its name; default derived from the database's (`tripflow_reader` for `tripflow`).
+    reader_role: str | None = Field(default=None, min_length=1,
+                                    description="read-only role of this database")
     # tripflow_daily's freshness check fails when the hot marts lag more than this.
     freshness_sla_seconds: float = Field(default=900.0, gt=0)
 
     # Port of the embedded PostgreSQL/broker when first started (0 = any free port).
     pg_port: int = 0
     broker_port: int = 0
+
+    @field_validator("reader_role")
+    @classmethod
+    def _role_fits(cls, value: str | None) -> str | None:
+        # PostgreSQL would silently cut a longer name to 63 bytes.
+        if value is not None and len(value.encode()) > 63:
+            raise ValueError("TRIPFLOW_READER_ROLE is longer than PostgreSQL's 63 bytes")
+        return value
 
     @cached_property
     def home_dir(self) -> Path:

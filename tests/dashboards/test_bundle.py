@@ -82,10 +82,13 @@ def test_rebuilding_gives_identical_bytes(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("dsn", "uri"), [
+    # The database `tripflow` keeps the reader it always had; any other has its own.
+    ("postgresql://owner:secret@127.0.0.1:5432/tripflow", URI),
     ("postgresql://owner:secret@127.0.0.1:5433/tf",
-     "postgresql+psycopg2://tripflow_reader:XXXXXXXXXX@127.0.0.1:5433/tf"),
+     "postgresql+psycopg2://tripflow_reader_tf:XXXXXXXXXX@127.0.0.1:5433/tf"),
     ("host=db.example port=6432 dbname=marts user=u password=p sslmode=require",
-     "postgresql+psycopg2://tripflow_reader:XXXXXXXXXX@db.example:6432/marts?sslmode=require"),
+     "postgresql+psycopg2://tripflow_reader_marts:XXXXXXXXXX@db.example:6432/marts"
+     "?sslmode=require"),
 ])
 def test_reader_uri_keeps_server_and_database_but_no_password(dsn: str, uri: str) -> None:
     assert bundle.reader_uri(dsn) == uri
@@ -101,7 +104,9 @@ def test_build_bundle_names_this_database(settings: Settings) -> None:
     with zipfile.ZipFile(path) as archive:
         text = archive.read(f"{bundle.ROOT}/{bundle.DATABASE_FILE}").decode()
     dbname = (settings.pg_dsn or "").rsplit("/", 1)[1]
-    assert "tripflow_reader:XXXXXXXXXX@127.0.0.1:" in text and f"/{dbname}\"" in text
+    role = db.reader_role(settings)
+    assert role == f"tripflow_reader_{dbname}"  # the test database's own reader
+    assert f"{role}:XXXXXXXXXX@127.0.0.1:" in text and f"/{dbname}\"" in text
     assert db.reader_password(settings) not in text
 
 
@@ -124,7 +129,7 @@ def test_hourly_mart_sql_counts_clicks_per_date_and_hour() -> None:
 
 def test_reader_can_read_the_hourly_mart_and_nothing_else(settings: Settings) -> None:
     dsn = db.prepare(settings)
-    reader = psycopg.conninfo.make_conninfo(dsn, user=db.READER_ROLE,
+    reader = psycopg.conninfo.make_conninfo(dsn, user=db.reader_role(settings),
                                             password=db.reader_password(settings))
     with psycopg.connect(dsn) as owner:
         owner.execute("insert into mart_hourly_traffic values ('2016-01-01', 13, 3, 2)")

@@ -91,7 +91,8 @@ def test_reader_can_select_marts_but_not_write(pg_dsn: str) -> None:
     db.set_reader_password(pg_dsn, "reader-test-pw")
     creds, _, rest = pg_dsn.partition("@")
     scheme = creds.split("://")[0]
-    reader_dsn = f"{scheme}://{db.READER_ROLE}:reader-test-pw@{rest}"
+    role = db.reader_role_for(db.database_of(pg_dsn))
+    reader_dsn = f"{scheme}://{role}:reader-test-pw@{rest}"
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("insert into mart_daily_traffic values ('2016-01-01', 34, 3, 30, 0)")
     with psycopg.connect(reader_dsn, autocommit=True) as conn:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -26,10 +28,13 @@ def _status(tripflow_cli, env: dict[str, str]) -> tuple[int, dict]:
 
 
 @pytest.fixture
-def home(tmp_path: Path, tripflow_cli):
-    home = tmp_path / "home"
+def home(tripflow_cli):
+    """A fresh TRIPFLOW_HOME outside pytest's temp folder (whose parents are 0700: as root,
+    PostgreSQL's system user could not reach it, and tripflow opens no folder above)."""
+    home = Path(tempfile.mkdtemp(prefix="tripflow-services-"))
     yield home
     tripflow_cli("services", "down", env=_env(home), check=False)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def test_up_is_idempotent_and_down_keeps_data(home: Path, tripflow_cli) -> None:
@@ -124,3 +129,37 @@ def test_unstartable_broker_fails_clearly(home: Path, tripflow_cli) -> None:
     assert result.returncode == 1
     assert "embedded broker could not start" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_status_json_has_a_working_reader_dsn(home: Path, tripflow_cli) -> None:
+    env = _env(home)
+    tripflow_cli("services", "up", env=env)
+    code, status = _status(tripflow_cli, env)
+    assert code == 0
+    # The embedded database is `tripflow`: its reader keeps the name it always had.
+    assert status["reader_dsn"].startswith("postgresql://tripflow_reader:")
+    assert status["reader_dsn"].rsplit("/", 1)[1] == status["pg_dsn"].rsplit("/", 1)[1]
+    assert (home / "reader_password").read_text().strip() in status["reader_dsn"]
+    with psycopg.connect(status["pg_dsn"], autocommit=True) as conn:
+        conn.execute("insert into mart_daily_traffic values ('2016-01-01', 34, 3, 30, 0)")
+    with psycopg.connect(status["reader_dsn"], autocommit=True) as conn:
+        assert conn.execute("select current_user").fetchone() == ("tripflow_reader",)
+        assert conn.execute("select total_events from mart_daily_traffic").fetchall() == [(34,)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("delete from mart_daily_traffic")
+
+
+def test_status_json_reader_dsn_of_an_external_database(pg_dsn: str, endpoints, tmp_path: Path,
+                                                        tripflow_cli) -> None:
+    env = _env(tmp_path / "ext")
+    env["TRIPFLOW_PG_DSN"] = pg_dsn
+    env["TRIPFLOW_KAFKA_BOOTSTRAP"] = endpoints.kafka_bootstrap
+    tripflow_cli("services", "up", env=env)  # migrates, gives the reader its password
+    code, status = _status(tripflow_cli, env)
+    assert code == 0
+    database = pg_dsn.rsplit("/", 1)[1]
+    assert status["reader_dsn"].startswith(f"postgresql://tripflow_reader_{database}:")
+    with psycopg.connect(status["reader_dsn"]) as conn:
+        assert conn.execute("select current_user, current_database()").fetchone() == (
+            f"tripflow_reader_{database}", database)
+        assert conn.execute("select count(*) from mart_daily_traffic").fetchone() == (0,)

@@ -43,18 +43,22 @@ def down() -> None:
                if workers.stop(settings.home_dir, name)]
     if dashboards.stop(settings):
         stopped.append("superset")
-    stopped += services.down(settings)
+    with friendly_errors():
+        stopped += services.down(settings)
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Show each service's address and whether it answers; exit 1 when one is down."""
-    items = {item.name: item for item in services.status(get_settings())}
+    settings = get_settings()
+    items = {item.name: item for item in services.status(settings)}
     pg, broker = items["postgresql"], items["broker"]
     if as_json:
         print(json.dumps({
             "pg_dsn": pg.address,
+            # The read-only role of this database, password included (scripts, BI tools).
+            "reader_dsn": db.reader_dsn(settings, pg.address) if pg.address else None,
             "kafka_bootstrap": broker.address,
             "pg": "up" if pg.up else "down",
             "broker": "up" if broker.up else "down",

@@ -30,7 +30,8 @@ def build_bundle(settings: Settings, out: Path | None = None) -> Path:
     """Write the Superset import bundle for this tripflow's database; returns its path
     (default $TRIPFLOW_HOME/superset/tripflow_dashboards.zip). It holds no password."""
     target = out or SupersetPaths.of(settings).bundle
-    uri = _bundle.reader_uri(services.pg_dsn(settings))
+    dsn = services.pg_dsn(settings)
+    uri = _bundle.reader_uri(dsn, db.reader_role(settings, dsn))
     return _bundle.write_bundle(_bundle.bundle_files(uri), Path(target))
 
 
@@ -69,12 +70,12 @@ def _import(settings: Settings, paths: SupersetPaths, new_admin: str | None) -> 
     path = build_bundle(settings, paths.bundle)
     request: dict[str, Any] = {
         "import": {"bundle": str(path), "username": _superset.ADMIN_USER,
-                   "passwords": {_bundle.DATABASE_FILE: db.reader_password(settings)}},
+                   "passwords": {_bundle.DATABASE_FILE: db.reader_password(settings, dsn)}},
     }
     if new_admin is not None:
         request["admin"] = {"username": _superset.ADMIN_USER, "password": new_admin}
     result = _superset.run_tasks(paths, request, "Superset: importing the dashboards")
-    return {**result["import"], "database": _bundle.reader_uri(dsn),
+    return {**result["import"], "database": _bundle.reader_uri(dsn, db.reader_role(settings, dsn)),
             "admin_created": result.get("admin", {}).get("created", False)}
 
 

@@ -9,8 +9,9 @@ Layout of the zip (Superset's "v1" import format; one top-level folder):
     tripflow_dashboards/dashboards/<dashboard>.yaml
 
 The files are written as JSON, which is YAML too: tripflow needs no YAML library and the
-text is still stable and diffable. The database entry connects as the read-only
-`tripflow_reader` and carries no password; the importer supplies it (see `superset.py`).
+text is still stable and diffable. The database entry connects as the database's read-only
+role (`tripflow_reader` for the database `tripflow`, see `tripflow.db.reader_role_for`) and
+carries no password; the importer supplies it (see `superset.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import quote
 
 from psycopg.conninfo import conninfo_to_dict
 
+from tripflow import db
 from tripflow.dashboards import catalog
 from tripflow.dashboards.spec import Chart, Dashboard, Dataset, Markdown, stable_uuid
 
@@ -31,7 +33,7 @@ VERSION = "1.0.0"
 DATABASE_NAME = "tripflow"
 DATABASE_FILE = f"databases/{DATABASE_NAME}.yaml"
 DATABASE_UUID = stable_uuid("database", DATABASE_NAME)
-READER_ROLE = "tripflow_reader"
+READER_ROLE = db.READER_ROLE  # the reader of the database named `tripflow`
 # What Superset writes in place of a password in its own exports: on import it keeps the
 # password given to the importer. A URI without it would make Superset drop the password.
 PASSWORD_MASK = "XXXXXXXXXX"
@@ -39,20 +41,21 @@ PASSWORD_MASK = "XXXXXXXXXX"
 GRID_COLUMNS = 12
 
 
-def reader_uri(dsn: str, role: str = READER_ROLE) -> str:
+def reader_uri(dsn: str, role: str | None = None) -> str:
     """The SQLAlchemy URI Superset connects with: the DSN's server and database, the
-    reader role, and Superset's password mask instead of a password (the real one is
-    given at import time)."""
+    reader role (default: that database's, `db.reader_role_for`), and Superset's password
+    mask instead of a password (the real one is given at import time)."""
     info = conninfo_to_dict(dsn)
     host = info.get("host") or "127.0.0.1"
     if host.startswith("/"):
         raise ValueError("Superset needs PostgreSQL over TCP; TRIPFLOW_PG_DSN names a socket")
     port = info.get("port") or 5432
-    dbname = info.get("dbname") or "postgres"
+    dbname = db.database_of(dsn)
+    role = role or db.reader_role_for(dbname)
     options = {k: v for k, v in info.items() if k in {"sslmode", "sslrootcert"}}
     query = "&".join(f"{k}={quote(str(v))}" for k, v in sorted(options.items()))
     host_part = f"[{host}]" if ":" in host else host
-    uri = (f"postgresql+psycopg2://{role}:{PASSWORD_MASK}@{host_part}:{port}/"
+    uri = (f"postgresql+psycopg2://{quote(role, safe='')}:{PASSWORD_MASK}@{host_part}:{port}/"
            f"{quote(str(dbname))}")
     return f"{uri}?{query}" if query else uri
 

@@ -81,8 +81,11 @@ def down(settings: Settings) -> list[str]:
     with _lock(settings):
         if broker.stop(_broker_paths(settings)):
             stopped.append("broker")
-        if postgres.stop(_pg_paths(settings)):
-            stopped.append("postgresql")
+        try:
+            if postgres.stop(_pg_paths(settings)):
+                stopped.append("postgresql")
+        except (postgres.PostgresError, OSError) as err:
+            raise ServiceError(f"embedded PostgreSQL could not stop: {err}") from err
     return stopped
 
 

