@@ -97,9 +97,11 @@ class BatchCounts:
     duplicates: int = 0  # valid, not late, already stored (or repeated in the batch)
     late: int = 0  # older than clock - horizon: not stored, left to the batch path
     quarantined: int = 0  # bad records
+    nul_removed: int = 0  # clicks that had U+0000 removed from a string field
 
     def add(self, other: BatchCounts) -> None:
-        for name in ("records", "clicks", "new", "duplicates", "late", "quarantined"):
+        for name in ("records", "clicks", "new", "duplicates", "late", "quarantined",
+                     "nul_removed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -378,6 +380,7 @@ class HotStore:
             counts.duplicates = to_store.num_rows - counts.new
             quarantine.store(conn, parsed.quarantine)
             counts.quarantined = parsed.quarantine.num_rows
+            counts.nul_removed = parsed.nul_removed
             conn.execute(_SQL["hot_save_offsets"][0], {
                 **params,
                 "partitions": partitions,
@@ -391,6 +394,7 @@ class HotStore:
             clock, store_from = conn.execute(_SQL["hot_advance"][0], {
                 "records": counts.records, "new": counts.new, "duplicates": counts.duplicates,
                 "late": counts.late, "quarantined": counts.quarantined,
+                "nul_removed": counts.nul_removed,
             }).fetchone()
             if counts.new:
                 hot_marts.refresh(conn, clock=clock, store_from=store_from, options=options,

@@ -80,6 +80,7 @@ class SilverBuild:
     rows_in: int
     duplicates: int
     misplaced: int  # valid clicks whose date differs from their bronze partition (expect 0)
+    nul_removed: int = 0  # valid records that had U+0000 removed from a string field
 
 
 def build_silver(rows: pa.Table) -> SilverBuild:
@@ -120,7 +121,8 @@ def build_silver(rows: pa.Table) -> SilverBuild:
     columns += [clicks.column("partition"), clicks.column("offset")]
     silver = pa.Table.from_arrays(columns, schema=SILVER_SCHEMA)
     bad = result.quarantine.drop_columns(["bronze_date"])
-    return SilverBuild(silver, bad, rows.num_rows, parsed - silver.num_rows, misplaced)
+    return SilverBuild(silver, bad, rows.num_rows, parsed - silver.num_rows, misplaced,
+                       result.nul_removed)
 
 
 @dataclass
@@ -135,6 +137,7 @@ class SilverSummary:
     quarantined_new: int = 0  # of which not in the quarantine table before
     undated: int = 0  # undated bronze rows handled by this run
     misplaced: int = 0
+    nul_removed: int = 0  # records that had U+0000 removed from a string field
     commits: int = 0
     bronze_version: int | None = None
     seconds: float = 0.0
@@ -148,7 +151,9 @@ class SilverSummary:
             f"silver: {len(self.dates)} dates ({dates}), {self.rows_in:,} bronze rows in, "
             f"{self.clicks:,} clicks out, {self.duplicates:,} duplicates, "
             f"{self.quarantined:,} quarantined ({self.quarantined_new:,} new, "
-            f"{self.undated:,} undated), {self.seconds:.1f} s"
+            f"{self.undated:,} undated), "
+            + (f"U+0000 removed from {self.nul_removed:,}, " if self.nul_removed else "")
+            + f"{self.seconds:.1f} s"
             + (f", {self.misplaced} MISPLACED" if self.misplaced else "")
         )
 
@@ -250,6 +255,8 @@ def run_silver(
                 f"{summary.quarantined_new} new quarantine rows, {summary.undated} undated "
                 f"bronze rows handled, {summary.commits} commits, bronze version "
                 f"{summary.bronze_version}"
+                + (f", U+0000 removed from {summary.nul_removed} records"
+                   if summary.nul_removed else "")
                 + (f", {summary.misplaced} MISPLACED clicks" if summary.misplaced else ""))
     return summary
 
@@ -297,6 +304,7 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
                 summary.quarantined += result.quarantined
                 summary.quarantined_new += result.quarantined_new
                 summary.misplaced += result.misplaced
+                summary.nul_removed += result.nul_removed
                 done += len(group)
                 if on_progress:
                     on_progress(done, len(todo))
@@ -324,6 +332,7 @@ class _GroupResult:
     quarantined: int
     quarantined_new: int
     misplaced: int
+    nul_removed: int
 
 
 def _rebuild_group(request: _GroupRequest) -> _GroupResult:
@@ -339,7 +348,7 @@ def _rebuild_group(request: _GroupRequest) -> _GroupResult:
                     predicate=request.predicate, partition_by=["event_date"],
                     storage_options=request.options)
     return _GroupResult(built.rows_in, built.clicks.num_rows, built.duplicates,
-                        built.quarantine.num_rows, new, built.misplaced)
+                        built.quarantine.num_rows, new, built.misplaced, built.nul_removed)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -143,6 +143,7 @@ class StreamSummary:
     duplicates: int = 0
     late_for_hot: int = 0
     quarantined: int = 0
+    nul_removed: int = 0  # clicks that had U+0000 removed from a string field
     batches: int = 0
     fenced_batches: int = 0  # batches rolled back because another worker had stored them
     log_resets: int = 0  # partitions re-read from the start of a replaced log
@@ -158,6 +159,7 @@ class StreamSummary:
         self.duplicates += counts.duplicates
         self.late_for_hot += counts.late
         self.quarantined += counts.quarantined
+        self.nul_removed += counts.nul_removed
         self.batches += 1
 
     def line(self) -> str:
@@ -165,7 +167,8 @@ class StreamSummary:
         return (f"stream: {self.records:,} records in, {self.clicks:,} clicks: "
                 f"{self.new:,} new, {self.duplicates:,} duplicates, "
                 f"{self.late_for_hot:,} late for hot; {self.quarantined:,} quarantined; "
-                f"{self.batches:,} batches in {self.seconds:.1f} s ({rate:,.0f} records/s); "
+                + (f"U+0000 removed from {self.nul_removed:,}; " if self.nul_removed else "")
+                + f"{self.batches:,} batches in {self.seconds:.1f} s ({rate:,.0f} records/s); "
                 f"clock {self.clock or '-'}")
 
     def as_dict(self) -> dict[str, Any]:
@@ -738,7 +741,8 @@ class StreamWorker:
                   for i in range(0, n, PARSE_SLICE)]
         parsed = ParseResult(
             pa.concat_tables([part.clicks.select(HOT_COLUMNS) for part in slices]),
-            pa.concat_tables([part.quarantine for part in slices]))
+            pa.concat_tables([part.quarantine for part in slices]),
+            sum(part.nul_removed for part in slices))
         del slices
         release_memory()
         expected = {p: self.expected.get(p) for p in ends}

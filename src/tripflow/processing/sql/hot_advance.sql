@@ -7,5 +7,6 @@ set clock = greatest(clock, (select max(event_ts) from hot_new)),
     clicks_new = clicks_new + %(new)s,
     duplicates = duplicates + %(duplicates)s,
     late_for_hot = late_for_hot + %(late)s,
-    quarantined = quarantined + %(quarantined)s
+    quarantined = quarantined + %(quarantined)s,
+    nul_removed = nul_removed + %(nul_removed)s
 returning clock, store_from;
