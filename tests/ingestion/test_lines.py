@@ -106,7 +106,8 @@ def test_agrees_with_the_parser(generated_lines: list[bytes]) -> None:
     same dedup key; any other line is one the parser quarantines."""
     now_ms = time.time_ns() // 1_000_000
     context = pa.table({"row": list(range(len(generated_lines)))})
-    clicks, quarantine = parse_batch(generated_lines, context=context, read_ms=now_ms)
+    parsed = parse_batch(generated_lines, context=context, read_ms=now_ms)
+    clicks, quarantine = parsed.clicks, parsed.quarantine
     parsed = dict(zip(clicks["row"].to_pylist(), clicks["dedup_key"].to_pylist(), strict=True))
     reasons = dict(zip(quarantine["row"].to_pylist(), quarantine["reason"].to_pylist(),
                        strict=True))

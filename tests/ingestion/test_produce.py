@@ -198,7 +198,8 @@ def parser_view(values: list[bytes]) -> tuple[dict[int, str], dict[int, str]]:
     import pyarrow as pa
 
     context = pa.table({"row": list(range(len(values)))})
-    clicks, quarantine = parse_batch(values, context=context)
+    parsed = parse_batch(values, context=context)
+    clicks, quarantine = parsed.clicks, parsed.quarantine
     return (dict(zip(clicks["row"].to_pylist(), clicks["dedup_key"].to_pylist(), strict=True)),
             dict(zip(quarantine["row"].to_pylist(), quarantine["reason"].to_pylist(),
                      strict=True)))

@@ -32,6 +32,7 @@ from tripflow.ingestion import (
 from tripflow.ingestion.producer import _feed_replay, _Reading
 from tripflow.ingestion.replay import ReplayClock
 from tripflow.ingestion.server import decode_batch
+from tripflow.ingestion.unsent import UnsentLines
 from tripflow.records.generate import generate
 from tripflow.records.parser import parse_batch
 from tripflow.settings import Settings
@@ -71,7 +72,7 @@ def click_times(lines: list[bytes]) -> dict[bytes, int]:
     """Event time of each line the parser takes as a click (what a replay schedules)."""
     import pyarrow as pa
 
-    clicks, _quarantine = parse_batch(lines, context=pa.table({"row": range(len(lines))}))
+    clicks = parse_batch(lines, context=pa.table({"row": range(len(lines))})).clicks
     return {lines[row]: int(_DATE.search(lines[row])[1])  # type: ignore[index]
             for row in clicks["row"].to_pylist()}
 
@@ -281,9 +282,10 @@ def replayed(lines: list[bytes], anchor: ReplayAnchor, servers: list[int | None]
     sent: dict[int, list[bytes]] = {i: [] for i in servers if i is not None}
     team = [_FakeServer(sent[i]) if i is not None else None for i in servers]
     reading = _Reading()
-    _feed_replay([("2016-01-01.json", line) for line in lines], team, threading.Event(),
-                 reading, ReplayClock(speed, anchor=anchor), anchor.rebase_ms is not None,
-                 3_600_000, now_ms=anchor.start_wall_ms)
+    _feed_replay([("2016-01-01.json", number, line) for number, line in enumerate(lines, 1)],
+                 team, threading.Event(), reading, ReplayClock(speed, anchor=anchor),
+                 anchor.rebase_ms is not None, 3_600_000,
+                 UnsentLines(Settings(), limit=1_000_000), now_ms=anchor.start_wall_ms)
     return sent, reading
 
 

@@ -526,7 +526,8 @@ def test_the_project_parser_agrees_with_the_truth(
         for path in sorted(out.glob("????-??-??.json"))
         for raw in path.read_bytes().split(b"\n")[:-1]
     ]
-    clicks, quarantine, _nul_removed = parse_batch(values)
+    parsed = parse_batch(values)
+    clicks, quarantine = parsed.clicks, parsed.quarantine
     reasons = Counter(quarantine["reason"].to_pylist())
     assert {r.value: reasons[r.value] for r in Reason} == manifest.totals.bad
     assert sum(reasons.values()) == sum(manifest.totals.bad.values())

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from tripflow.messaging.config import base_config
 from tripflow.settings import Settings
@@ -135,6 +135,24 @@ def topic_id(settings: Settings, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
             return None
         raise
     return str(found.topic_id) if found.topic_id is not None else ""
+
+
+# librdkafka's default `message.max.bytes`: the most a producer sends in one record.
+PRODUCER_MESSAGE_MAX_BYTES = 1_000_000
+
+
+def message_limit(settings: Settings, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> int:
+    """The largest record the topic takes: the smaller of the producer's limit and the
+    topic's `max.message.bytes` (when the broker tells it)."""
+    admin = admin_client(settings)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, settings.topic)
+    try:
+        configs = admin.describe_configs([resource], request_timeout=timeout_s)[resource]
+        entry = configs.result(timeout=timeout_s).get("max.message.bytes")
+        topic_limit = int(entry.value) if entry is not None and entry.value else None
+    except (KafkaException, ValueError, TypeError):  # a broker that does not say
+        topic_limit = None
+    return min(PRODUCER_MESSAGE_MAX_BYTES, topic_limit or PRODUCER_MESSAGE_MAX_BYTES)
 
 
 def _metadata(admin: AdminClient, bootstrap: str, timeout_s: float, last_error: _LastError):

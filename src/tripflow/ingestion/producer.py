@@ -59,6 +59,7 @@ from tripflow.ingestion.admin import (
     IngestionError,
     TopicInfo,
     ensure_topic,
+    message_limit,
 )
 from tripflow.ingestion.lines import (
     identify,
@@ -69,9 +70,10 @@ from tripflow.ingestion.lines import (
 )
 from tripflow.ingestion.replay import ONE_DAY_MS, ReorderBuffer, ReplayAnchor, ReplayClock
 from tripflow.ingestion.server import ServerReport, ServerSpec, encode_batch, write_frame
+from tripflow.ingestion.unsent import HEADROOM, UnsentLines
 from tripflow.messaging.config import producer_config
 from tripflow.records.dedup import dedup_key
-from tripflow.records.readers import iter_day_files
+from tripflow.records.readers import LineCounts, LogLine, iter_log_lines
 from tripflow.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -131,6 +133,8 @@ class ProduceSummary:
     # one entry per server (0 for those not run here).
     only_servers: tuple[int, ...] | None = None
     skipped: int = 0
+    too_large: int = 0  # lines over the topic's message limit: quarantined, not sent
+    punctuation: int = 0  # lines holding no record (blank, or only `[`, `]`, `,`): skipped
 
     @property
     def unconfirmed(self) -> int:
@@ -149,7 +153,7 @@ class ProduceSummary:
         """Every line read (of this run's share) was delivered, and the run was not cut
         short."""
         return (not self.interrupted and self.fatal_error is None and self.failed == 0
-                and self.delivered == self.read - self.skipped)
+                and self.delivered == self.read - self.skipped - self.too_large)
 
     def line(self) -> str:
         """The one-line summary a run ends with."""
@@ -165,6 +169,10 @@ class ProduceSummary:
             f"({self.mb_per_s:,.1f} MB/s) in {self.seconds:,.1f} s "
             f"[{self.mode.value}, {who}]"
         )
+        if self.too_large:
+            text += f"; {self.too_large:,} too large (quarantined)"
+        if self.punctuation:
+            text += f"; {self.punctuation:,} lines without a record skipped"
         if self.only_servers is not None:
             text += f"; {self.skipped:,} lines left to the other servers"
         if self.interrupted:
@@ -363,7 +371,9 @@ def produce(
                                  "anchor.rebase_ms: leave rebase=None")
         do_rebase = anchor.rebase_ms is not None
     chosen = _chosen_servers(only_servers, servers)
-    lines = _open_input([paths] if isinstance(paths, str | Path) else list(paths))
+    counts = LineCounts()
+    lines = _open_input([paths] if isinstance(paths, str | Path) else list(paths), counts,
+                        settings.home_dir)
 
     overrides: dict[str, Any] = {
         # The Java clients' partitioner: a key lands on the same partition whichever
@@ -382,6 +392,7 @@ def produce(
     running = [_ServerProcess(spec) for spec in specs]
     try:
         topic = ensure_topic(settings, timeout_s=connect_timeout_s)
+        unsent = UnsentLines(settings, message_limit(settings, timeout_s=connect_timeout_s))
         for server in running:
             server.wait_ready(SERVER_START_TIMEOUT_S)
     except BaseException:
@@ -423,22 +434,24 @@ def produce(
         watcher.start()
         try:
             if mode is Mode.BULK:
-                _feed_bulk(lines, team, stopping, reading)
+                _feed_bulk(lines, team, stopping, reading, unsent)
             elif anchor is not None:
                 # "Now" for the click test is the shared start, so every run sharing
                 # the anchor schedules (and rebases) the very same lines.
                 _feed_replay(lines, team, stopping, reading, ReplayClock(speed, anchor=anchor),
-                             do_rebase, reorder_horizon_ms, now_ms=anchor.start_wall_ms)
+                             do_rebase, reorder_horizon_ms, unsent,
+                             now_ms=anchor.start_wall_ms)
             else:
                 clock = ReplayClock(speed, rebase_ms)
                 _feed_replay(lines, team, stopping, reading, clock, do_rebase,
-                             reorder_horizon_ms)
+                             reorder_horizon_ms, unsent)
         except _INPUT_ERRORS as err:
             input_error = err  # a file broke mid-way: what was read still gets delivered
         finally:
             reports = [server.finish() for server in running]
             finished.set()
             watcher.join()
+            unsent.flush()
     seconds = time.monotonic() - started
 
     crashes = [r.crash for r in reports if r.crash]
@@ -468,6 +481,7 @@ def produce(
         first_event_ms=reading.first_event_ms, last_event_ms=reading.last_event_ms,
         fatal_error=next((r.fatal for r in reports if r.fatal), None),
         only_servers=None if only_servers is None else chosen, skipped=reading.skipped,
+        too_large=unsent.count, punctuation=counts.no_record,
     )
 
 
@@ -482,12 +496,14 @@ class _Reading:
     last_event_ms: int | None = None
 
 
-def _open_input(paths: list[str | Path]) -> Iterator[tuple[str, bytes]]:
+def _open_input(paths: list[str | Path], counts: LineCounts,
+                spool_dir: Path) -> Iterator[LogLine]:
     """The reader, started: a missing or unplaceable path fails here, before anything
     is sent or shown."""
     if not paths:
         raise IngestionError("no input: give day files, folders of them or a logs.tar.gz")
-    lines = iter_day_files(paths)
+    # An archive's members that come before their turn wait on disk under TRIPFLOW_HOME.
+    lines = iter_log_lines(paths, counts, spool_dir=spool_dir)
     try:
         first = next(lines, None)
     except (*_INPUT_ERRORS, ValueError) as err:
@@ -498,10 +514,11 @@ def _open_input(paths: list[str | Path]) -> Iterator[tuple[str, bytes]]:
     return iter(()) if first is None else chain([first], lines)
 
 
-def _feed_bulk(lines: Iterable[tuple[str, bytes]], team: Sequence[_ServerProcess | None],
-               stop: threading.Event, reading: _Reading) -> None:
+def _feed_bulk(lines: Iterable[LogLine], team: Sequence[_ServerProcess | None],
+               stop: threading.Event, reading: _Reading, unsent: UnsentLines) -> None:
     """The load balancer of a bulk run: every line to its session's server, in order
-    (a line of a server not run here, None in `team`, is counted and passed over).
+    (a line of a server not run here, None in `team`, is counted and passed over; a
+    line too large for the topic is quarantined instead).
 
     Works a chunk of lines at a time with comprehensions rather than one Python loop
     turn per line: at 10⁵ lines/s the loop's own bookkeeping is a real cost.
@@ -513,12 +530,15 @@ def _feed_bulk(lines: Iterable[tuple[str, bytes]], team: Sequence[_ServerProcess
     ]
     lines = iter(lines)
     while chunk := list(islice(lines, BATCH)):
-        values = [line for _file, line in chunk]
+        values = [line for _file, _number, line in chunk]
         identities = list(map(identify, values))
         keys = [key or b"" for key, _dedup in identities]
         dedups = [dedup or b"" for _key, dedup in identities]
         reading.read += len(chunk)
         reading.file = chunk[-1][0]
+        if 2 * max(map(len, values)) + HEADROOM > unsent.limit:  # a line may not fit (rare)
+            values, keys, dedups = _set_aside_too_large(chunk, values, keys, dedups, team,
+                                                        unsent)
         if servers == 1:
             shares = [(values, keys, dedups)]
         else:
@@ -550,6 +570,22 @@ def _feed_bulk(lines: Iterable[tuple[str, bytes]], team: Sequence[_ServerProcess
             return
 
 
+def _set_aside_too_large(chunk: list[LogLine], values: list[bytes], keys: list[bytes],
+                         dedups: list[bytes], team: Sequence[_ServerProcess | None],
+                         unsent: UnsentLines) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """The chunk's columns without the lines too large for the topic, which go to the
+    quarantine (those of this run's servers only: another run's share is its own)."""
+    keep = []
+    for (file, number, value), key in zip(chunk, keys, strict=True):
+        if unsent.fits(value, key) or team[server_of(value, key or None, len(team))] is None:
+            keep.append(True)  # sent, or passed over as another run's share
+        else:
+            unsent.add(file, number, value)
+            keep.append(False)
+    return tuple([item for item, kept in zip(column, keep, strict=True) if kept]
+                 for column in (values, keys, dedups))  # type: ignore[return-value]
+
+
 @dataclass(frozen=True, slots=True)
 class _Scheduled:
     """A line waiting in the replay buffer. `click`: it has an identity and a sane event
@@ -562,11 +598,13 @@ class _Scheduled:
     event_ms: int | None
     document_id: int | None
     click: bool
+    file: str
+    line_number: int
 
 
-def _feed_replay(lines: Iterable[tuple[str, bytes]], team: Sequence[_ServerProcess | None],
+def _feed_replay(lines: Iterable[LogLine], team: Sequence[_ServerProcess | None],
                  stop: threading.Event, reading: _Reading, clock: ReplayClock, rebase: bool,
-                 horizon_ms: int, *, now_ms: int | None = None) -> None:
+                 horizon_ms: int, unsent: UnsentLines, *, now_ms: int | None = None) -> None:
     """The shared scheduler of a replay: lines in event-time order, each when due.
 
     Every line is read and buffered, also those of servers not run here (None in
@@ -585,6 +623,9 @@ def _feed_replay(lines: Iterable[tuple[str, bytes]], team: Sequence[_ServerProce
         if server is None:
             reading.skipped += 1
             return True
+        if not unsent.fits(item.line, session_key):
+            unsent.add(item.file, item.line_number, item.line)
+            return True
         wait = clock.due(event_ms) - time.monotonic()
         if wait > 0 and stop.wait(wait):
             return False
@@ -601,11 +642,12 @@ def _feed_replay(lines: Iterable[tuple[str, bytes]], team: Sequence[_ServerProce
         return server.put(encode_batch([value], [session_key or b""],
                                        [key.encode() if key is not None else b""]))
 
-    for file, line in lines:
+    for file, number, line in lines:
         reading.read += 1
         reading.file = file
         info = inspect_line(line)
-        item = _Scheduled(line, *info, click=is_click(info, now_ms))
+        item = _Scheduled(line, *info, click=is_click(info, now_ms), file=file,
+                          line_number=number)
         for event_ms, ready in buffer.push(item.event_ms if item.click else None, item):
             if not send(event_ms, ready):
                 return

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import accumulate, pairwise
 from typing import IO, Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 _FRAME = struct.Struct("<Q")
 REPORT_EVERY_S = 0.1
@@ -208,6 +208,10 @@ class _Server:
                         producer.poll(0.05)
                         if flags.stop:
                             return
+                    except KafkaException as err:  # refused at once (e.g. too large):
+                        self.report.failed += 1    # counted like a failed delivery
+                        self.errors[err.args[0].str()] += 1
+                        break
                 sent += 1
         finally:
             self.report.sent += sent

@@ -227,25 +227,51 @@ class _ArchiveReader:
             self._spool.close()
 
 
-def _record_lines(name: str, content: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
-    for number, line in enumerate(content):
-        if number == 0:  # a file saved by a Windows tool may start with a byte-order mark
+@dataclass
+class LineCounts:
+    """What a reading skipped: lines holding no record (blank, or only array punctuation
+    `[`, `]`, `,`), counted so that every line of the input is accounted for."""
+
+    no_record: int = 0
+
+
+# (file name, line number in that file counting from 1, the line without its ending)
+LogLine = tuple[str, int, bytes]
+
+
+def _record_lines(name: str, content: Iterable[bytes],
+                  counts: LineCounts | None) -> Iterator[LogLine]:
+    for number, line in enumerate(content, 1):
+        if number == 1:  # a file saved by a Windows tool may start with a byte-order mark
             line = line.removeprefix(codecs.BOM_UTF8)
         line = line.rstrip(b"\r\n")
         if line.startswith(b"{") or not _NO_RECORD.fullmatch(line):
-            yield name, line
+            yield name, number, line
+        elif counts is not None:
+            counts.no_record += 1
 
 
 def iter_day_files(
     paths: Iterable[str | Path], *, spool_dir: str | Path | None = None
 ) -> Iterator[tuple[str, bytes]]:
     """(file name, line) for every record line of the given day files, month files,
-    folders of them and `logs.tar.gz` archives, files in date order.
+    folders of them and `logs.tar.gz` archives, files in date order: `iter_log_lines`
+    without line numbers."""
+    for name, _number, line in iter_log_lines(paths, spool_dir=spool_dir):
+        yield name, line
+
+
+def iter_log_lines(
+    paths: Iterable[str | Path], counts: LineCounts | None = None, *,
+    spool_dir: str | Path | None = None,
+) -> Iterator[LogLine]:
+    """(file name, line number, line) for every record line of the given day files, month
+    files, folders of them and `logs.tar.gz` archives, files in date order.
 
     Lines come without their line ending; blank lines and lines holding only array
-    brackets or commas are skipped. In folders and archives, other names
-    (`allarticles.txt`, ...) are skipped; a file named explicitly only needs a date in
-    its name. A date present in two places is read from both, in a stable order.
+    brackets or commas are skipped (and counted in `counts`). In folders and archives,
+    other names (`allarticles.txt`, ...) are skipped; a file named explicitly only needs a
+    date in its name. A date present in two places is read from both, in a stable order.
     `spool_dir` is where an archive's early members wait (see the module's docstring).
     """
     spool = None if spool_dir is None else Path(spool_dir)
@@ -255,7 +281,7 @@ def iter_day_files(
             name = Path(log_file.member or log_file.source).name
             if log_file.member is None:
                 with log_file.source.open("rb") as content:
-                    yield from _record_lines(name, content)
+                    yield from _record_lines(name, content, counts)
                 continue
             reader = archives.get(log_file.source)
             if reader is None:
@@ -263,4 +289,4 @@ def iter_day_files(
                 reader = _ArchiveReader(tar, log_file.source, spool)
                 archives[log_file.source] = open_archives.enter_context(closing(reader))
             with closing(reader.open(log_file.member)) as content:
-                yield from _record_lines(name, content)
+                yield from _record_lines(name, content, counts)
