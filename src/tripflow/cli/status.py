@@ -8,12 +8,14 @@ fails prints its error and the others still run.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tripflow import db
@@ -122,6 +124,8 @@ def postgres_section(settings: Settings, out: Console) -> None:
         if rec and rec[0]:
             out.print(f"last reconciliation of mart_realtime_traffic_minute: {rec[0]} dates, "
                       f"{rec[1]:,} minutes changed ({rec[2]:%Y-%m-%d %H:%M:%S} UTC)")
+        pending_section(conn, out)
+        unmapped_section(conn, out)
         for step, version, updated in conn.execute(
                 "select step, input_version, updated_at from tripflow.batch_state order by step"):
             if step == "silver-undated":
@@ -131,6 +135,66 @@ def postgres_section(settings: Settings, out: Console) -> None:
             source = "bronze" if step == "silver" else "silver"
             out.print(f"{step} --changed: up to {source} version {version} "
                       f"(as of {updated:%Y-%m-%d %H:%M:%S} UTC)")
+
+
+def _span(dates: list[dt.date]) -> str:
+    """'2016-03-01', '2016-03-01..2016-03-03' (every date between) or a list (first 10)."""
+    if len(dates) == 1:
+        return str(dates[0])
+    if (dates[-1] - dates[0]).days + 1 == len(dates):
+        return f"{dates[0]}..{dates[-1]}"
+    shown = ", ".join(map(str, dates[:10]))
+    return shown + (f", … {len(dates) - 10} more" if len(dates) > 10 else "")
+
+
+def pending_section(conn: psycopg.Connection, out: Console) -> None:
+    """Dates whose reconciliation of the hot minutes waits for silver to hold every click
+    the hot path counted (tripflow.reconciliation_pending), with the latest reason."""
+    dates = [d for (d,) in conn.execute(
+        "select event_date from tripflow.reconciliation_pending order by 1")]
+    if not dates:
+        return
+    since, reason = conn.execute(
+        "select min(first_deferred_at), (array_agg(reason order by deferred_at desc))[1] "
+        "from tripflow.reconciliation_pending").fetchone()  # type: ignore[misc]
+    word = "date" if len(dates) == 1 else "dates"
+    out.print(f"[yellow]reconciliation pending for {len(dates)} {word} ({_span(dates)}): "
+              f"{escape(reason)}[/] (hot minutes kept as they are since "
+              f"{since:%Y-%m-%d %H:%M:%S} UTC; a later `tripflow marts` run reconciles them "
+              "once silver holds every click the hot path counted)",
+              soft_wrap=True, highlight=False)
+
+
+def unmapped_section(conn: psycopg.Connection, out: Console) -> None:
+    """Clinical-area names in the area marts that are not canonical (kept title-cased by
+    the normalisation): in mart_clinical_areas, and in the hot trend's latest snapshot."""
+    from tripflow.records.areas import CANONICAL_AREAS
+
+    canonical = list(CANONICAL_AREAS)
+    cold = conn.execute(
+        """select count(distinct clinical_area), coalesce(sum(search_count), 0),
+                  (array_agg(distinct clinical_area order by clinical_area))[1:5]
+           from mart_clinical_areas where clinical_area <> all(%s)""",
+        (canonical,)).fetchone()
+    hot = conn.execute(
+        """select count(*), coalesce(sum(click_count), 0),
+                  (array_agg(clinical_area order by click_count desc, clinical_area))[1:5]
+           from mart_realtime_clinical_trend_24h
+           where snapshot_ts = (select max(snapshot_ts) from mart_realtime_clinical_trend_24h)
+             and clinical_area <> all(%s)""", (canonical,)).fetchone()
+
+    def figures(row: tuple | None) -> str:
+        names, clicks, some = row if row else (0, 0, None)
+        if not names:
+            return "none"
+        listed = ", ".join(some or [])
+        more = ", …" if names > len(some or []) else ""
+        return (f"{names:,} {'name' if names == 1 else 'names'}, {clicks:,} clicks "
+                f"({listed}{more})")
+
+    out.print(f"unmapped areas (not among the {len(canonical)} canonical names): "
+              f"mart_clinical_areas {escape(figures(cold))}; hot trend's latest snapshot "
+              f"{escape(figures(hot))}", soft_wrap=True, highlight=False)
 
 
 SECTIONS: list[Section] = [

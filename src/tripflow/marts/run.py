@@ -4,7 +4,8 @@ A run rebuilds a set of dates: it reads those dates' silver rows, runs every mar
 on them, replaces the dates in `gold/<mart>` (Delta predicate overwrite, atomic per group
 of dates) and in PostgreSQL — every mart, every date of the run, in ONE transaction
 (delete + COPY), so a reader sees the old marts or the new, never a mix — then rewrites
-the hot traffic-minute mart for those dates (reconcile.py). `--changed` rebuilds the dates
+the hot traffic-minute mart for those dates and for the dates an earlier run left pending
+(reconcile.py: only the dates silver can vouch for). `--changed` rebuilds the dates
 whose silver changed since the last `--changed` run (`tripflow.batch_state`, step 'marts');
 that mark moves only after the PostgreSQL commit, so a killed run redoes the same dates.
 """
@@ -23,13 +24,25 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 
 from tripflow import db, lake
 from tripflow.marts import engine as engines
 from tripflow.marts.articles import LoadedArticles
 from tripflow.marts.load import primary_keys, replace_dates
-from tripflow.marts.reconcile import HOT_RETENTION_DAYS, Reconciliation, dates_in_window, reconcile
+from tripflow.marts.reconcile import (
+    HOT_RETENTION_DAYS,
+    PENDING,
+    Coverage,
+    Reconciliation,
+    dates_in_window,
+    pending_dates,
+    prepare,
+    reconcile_checked,
+    silver_sources,
+    silver_state,
+    split_by_store,
+)
 from tripflow.processing.runlog import logged_run
 from tripflow.processing.silver import (
     SILVER_SCHEMA,
@@ -69,11 +82,27 @@ class MartsSummary:
     def line(self) -> str:
         marts = ", ".join(f"{name} {rows:,}" for name, rows in self.rows_out.items())
         rec = self.reconciliation
-        drift = (f"; reconciled {len(rec.dates)} dates of mart_realtime_traffic_minute: "
-                 f"{rec.drift:,} minutes changed" if rec else "")
+        drift = ""
+        if rec and (rec.dates or not rec.pending):
+            drift = (f"; reconciled {len(rec.dates)} dates of mart_realtime_traffic_minute: "
+                     f"{rec.drift:,} minutes changed")
+        if rec and rec.pending:
+            drift += (f"; reconciliation pending for {len(rec.pending)} "
+                      f"{'date' if len(rec.pending) == 1 else 'dates'} "
+                      f"({span(rec.pending)}): {rec.reason()}")
         return (f"marts ({self.engine}): {len(self.dates)} dates "
                 f"({self.date_range() or 'no dates'}), {self.rows_in:,} silver rows in; "
                 f"{marts or 'nothing loaded'}{drift}; {self.seconds:.1f} s")
+
+
+def span(dates: list[dt.date]) -> str:
+    """'2016-03-01', '2016-03-01..2016-03-03' (every date between), or a list."""
+    days = sorted(set(dates))
+    if len(days) == 1:
+        return str(days[0])
+    if (days[-1] - days[0]).days + 1 == len(days):
+        return f"{days[0]}..{days[-1]}"
+    return ", ".join(map(str, days))
 
 
 def _tick(timings: dict[str, float], phase: str, since: float) -> float:
@@ -104,11 +133,17 @@ def run_marts(
     reconcile_days: int | None = HOT_RETENTION_DAYS,
     chunk_rows: int = CHUNK_ROWS,
     on_progress: Callable[[int, int], None] | None = None,
+    silver_built_from: int | None = None,
 ) -> MartsSummary:
     """Rebuild the cold marts (gold + PostgreSQL) for `dates`, or (`changed=True`, the
-    default without dates) for the dates silver changed since the last `changed` run."""
+    default without dates) for the dates silver changed since the last `changed` run.
+
+    silver_built_from: the bronze version silver of `dates` was just rebuilt from (what
+    `backfill` knows), for the reconciliation's check (see reconcile.py)."""
     if dates is not None and changed:
         raise ValueError("give dates or changed=True, not both")
+    if silver_built_from is not None and dates is None:
+        raise ValueError("silver_built_from goes with dates")
     runner = engines.get_engine(engine)
     explicit = sorted(set(dates)) if dates is not None else None
     dsn = db.prepare(settings)
@@ -117,7 +152,7 @@ def run_marts(
     with logged_run(dsn, "marts", None) as stats:
         try:
             _run(settings, dsn, runner, explicit, summary, reconcile_days, chunk_rows,
-                 on_progress)
+                 on_progress, silver_built_from)
         finally:
             summary.seconds = time.monotonic() - started
             stats.dates = summary.date_range()
@@ -128,6 +163,8 @@ def run_marts(
                 ", ".join(f"{k}={v}" for k, v in summary.rows_out.items())
                 + (f"; reconciliation: {len(rec.dates)} dates, {rec.minutes_changed} minutes "
                    f"changed, {rec.minutes_deleted} deleted" if rec else "")
+                + (f"; reconciliation PENDING for {span(rec.pending)}: {rec.reason_detail()}"
+                   if rec and rec.pending else "")
                 + f"; timings {summary.timings}")
     return summary
 
@@ -188,9 +225,13 @@ class _Stage(threading.Thread):
 
 def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
          explicit: list[dt.date] | None, summary: MartsSummary, reconcile_days: int | None,
-         chunk_rows: int, on_progress: Callable[[int, int], None] | None) -> None:
+         chunk_rows: int, on_progress: Callable[[int, int], None] | None,
+         silver_built_from: int | None = None) -> None:
     timings = summary.timings
     mark = time.monotonic()
+    # What silver was built from: read before silver is opened (see reconcile.py).
+    with db.connect(settings, autocommit=True) as conn:
+        state = silver_state(conn)
     silver = lake.open_table(settings, lake.SILVER)
     options = lake.storage_options(settings)
     if explicit is None:
@@ -218,8 +259,15 @@ def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
         articles.read_all()
     silver_uri = lake.table_uri(settings, lake.SILVER)
     with db.connect(settings, autocommit=True) as conn:
-        window = set(dates_in_window(conn, todo, reconcile_days))
+        pending = pending_dates(conn)
+        window = set(dates_in_window(conn, sorted(set(todo) | set(pending)), reconcile_days))
+        expired = [d for d in pending if d not in window]
+        # Dates the hot store holds are checked by their clicks' dedup keys: read those.
+        # (The store only ever drops days, so these include every date checked so later.)
+        keyed = set(split_by_store(conn, sorted(window))[0])
         keys = primary_keys(conn, marts)
+    # Pending dates this run does not rebuild: only their hot minutes are reconciled.
+    extra = sorted(window - set(todo))
     mark = _tick(timings, "plan", mark)
 
     def load_postgres(items: Iterator[tuple[list[dt.date], dict[str, pa.Table]]]) -> None:
@@ -251,26 +299,23 @@ def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
     for stage in stages:
         stage.start()
     minutes: list[pa.Table] = []
+    silver_keys: list[pa.Table] = []  # dedup_key of silver rows of `keyed` dates
     done = 0
     if on_progress:
         on_progress(0, len(todo))
     try:
         for group in groups:
             mark = time.monotonic()
-            if silver is not None:
-                rows = lake.dataset(silver, silver_uri, group).to_table(
-                    columns=engines.SILVER_COLUMNS, use_threads=False)
-            else:
-                rows = SILVER_SCHEMA.empty_table().select(engines.SILVER_COLUMNS)
+            recent = [d for d in group if d in window]
+            rows = _read_silver(silver, silver_uri, group,
+                                with_keys=any(d in keyed for d in recent))
             summary.rows_in += rows.num_rows
             mark = _tick(timings, "read", mark)
             titles = articles.for_documents(rows.column("document_id"))
             results = runner.run(engines.relations(rows, titles), marts, order_by=keys)
-            recent = [d for d in group if d in window]
             if recent:  # the hot minutes, only for dates the hot marts still keep
                 mask = pc.is_in(rows.column("event_date"), pa.array(recent, pa.date32()))
-                minutes.append(runner.run(engines.relations(rows.filter(mask), None),
-                                          [engines.RECONCILE_QUERY])[engines.RECONCILE_QUERY])
+                _reconcile_input(runner, rows.filter(mask), minutes, silver_keys, keyed)
             del rows
             _tick(timings, "compute", mark)
             for stage in stages:
@@ -285,15 +330,48 @@ def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
             stage.abort()
         raise
     mark = time.monotonic()
+    if extra:
+        _reconcile_input(runner, _read_silver(silver, silver_uri, extra, with_keys=True),
+                         minutes, silver_keys, keyed)
     with db.connect(settings) as conn:
         if window:
+            rebuilt = (silver_built_from, todo) if silver_built_from is not None else None
+            coverage = Coverage(settings, silver_sources(settings, state, silver, rebuilt))
+            prepare(conn, settings.topic, sorted(window), coverage)
+            conn.commit()
             with conn.transaction():
-                summary.reconciliation = reconcile(conn, pa.concat_tables(minutes),
-                                                   sorted(window))
+                summary.reconciliation = reconcile_checked(
+                    conn, settings.topic, pa.concat_tables(minutes),
+                    pa.concat_tables(silver_keys, promote_options="default")
+                    if silver_keys else pa.table({"dedup_key": pa.array([], pa.string())}),
+                    sorted(window), coverage, expired)
             mark = _tick(timings, "reconcile", mark)
+        elif expired:
+            with conn.transaction():
+                conn.execute(f"delete from {PENDING} where event_date = any(%s)", (expired,))
         if explicit is None and silver is not None:
             with conn.transaction():
                 write_state(conn, STATE_STEP, silver)
+
+
+def _read_silver(silver: DeltaTable | None, uri: str, dates: list[dt.date], *,
+                 with_keys: bool) -> pa.Table:
+    """Silver rows of `dates` (the marts' columns, and dedup_key for the reconciliation)."""
+    columns = engines.SILVER_COLUMNS + (["dedup_key"] if with_keys else [])
+    if silver is None:
+        return SILVER_SCHEMA.empty_table().select(columns)
+    return lake.dataset(silver, uri, dates).to_table(columns=columns, use_threads=False)
+
+
+def _reconcile_input(runner: engines.DuckDBEngine, rows: pa.Table, minutes: list[pa.Table],
+                     silver_keys: list[pa.Table], keyed: set[dt.date]) -> None:
+    """The exact minutes of some silver rows, and the dedup keys of those of `keyed`
+    dates (reconcile.py)."""
+    minutes.append(runner.run(engines.relations(rows, None),
+                              [engines.RECONCILE_QUERY])[engines.RECONCILE_QUERY])
+    if keyed and "dedup_key" in rows.column_names:
+        mask = pc.is_in(rows.column("event_date"), pa.array(sorted(keyed), pa.date32()))
+        silver_keys.append(rows.filter(mask).select(["dedup_key"]))
 
 
 def mart_row_counts(settings: Settings) -> dict[str, int]:
@@ -330,7 +408,8 @@ def backfill(settings: Settings, start: dt.date, end: dt.date, *,
         stats.rows_in, stats.duplicates = silver.rows_in, silver.duplicates
         stats.quarantined = silver.quarantined
         marts = run_marts(settings, dates, reconcile_days=reconcile_days, on_progress=(
-            (lambda done, total: on_progress("marts", done, total)) if on_progress else None))
+            (lambda done, total: on_progress("marts", done, total)) if on_progress else None),
+            silver_built_from=silver.bronze_version)
         stats.rows_out = sum(marts.rows_out.values())
         stats.detail = f"silver: {silver.clicks} clicks; marts: {marts.rows_out}"
     return BackfillSummary(silver, marts)
