@@ -40,6 +40,8 @@ from tripflow.settings import Settings
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import batchkit
 
+from tests.spec_records import spec_record
+
 START = dt.date(2016, 1, 1)
 KILLS = 10
 SEED = int(os.environ.get("TRIPFLOW_KILL_SEED", time.time_ns() % 2**32))
@@ -208,10 +210,14 @@ def expected_silver(data: Dataset) -> dict[dt.date, set[tuple]]:
     return dict(want)
 
 
-def quarantine_counts(settings: Settings) -> dict[str, int]:
+def quarantine_counts(settings: Settings) -> tuple[dict[str, int], int]:
+    """Bad records seen per reason (a bad line sent twice is one record seen twice), and
+    the distinct bad records."""
     with psycopg.connect(settings.pg_dsn) as conn:  # type: ignore[arg-type]
-        return dict(conn.execute(
-            "select reason, count(*) from tripflow.quarantine group by reason").fetchall())
+        seen = dict(conn.execute("select reason, sum(seen_count)::int from tripflow.quarantine "
+                                 "group by reason").fetchall())
+        (distinct,) = conn.execute("select count(*) from tripflow.quarantine").fetchone()
+    return seen, distinct
 
 
 def test_silver_survives_kills(settings: Settings, tripflow_env: dict[str, str],
@@ -247,10 +253,12 @@ def test_silver_survives_kills(settings: Settings, tripflow_env: dict[str, str],
                     and c.session_id[:3] in ("tie", "mid", "tit", "sam", "arr"))
         assert per_day[dt.date.fromisoformat(day)] - extra == truth.clicks
     # valid + quarantined + duplicates = lines produced; reasons as in the manifest.
-    counts = quarantine_counts(settings)
+    counts, distinct = quarantine_counts(settings)
     valid = sum(per_day.values())
     assert valid + sum(counts.values()) + data.truth.duplicates == len(data.lines)
     assert counts == {r: n for r, n in data.manifest.totals.bad.items() if n}
+    now_ms = int(time.time() * 1000)
+    assert distinct == len({line for line in data.lines if spec_record(line, now_ms) is None})
     assert data.truth.duplicates == data.manifest.totals.duplicates + 1  # + the edge resend
     # The run log has a row per run, killed ones still 'running'.
     with psycopg.connect(settings.pg_dsn) as conn:  # type: ignore[arg-type]

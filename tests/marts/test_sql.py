@@ -66,11 +66,12 @@ def test_hand_checked_edge_cases() -> None:
     areas = {(r["event_date"], r["clinical_area"]): r["search_count"]
              for r in results["mart_clinical_areas"].to_pylist()}
     # ",Oncology,oncology, Surgery ,,obgyn,OB-Gyn,tropical_medicine": each area once per
-    # click; the unmapped name is not an area of the mart.
+    # click; the unknown name is kept title-cased as an area of the mart (spec).
     assert areas[(DAY, "Oncology")] == 1 and areas[(DAY, "OB-Gyn")] == 1
     assert areas[(DAY, "Surgery")] == 1 and areas[(DAY, "Neurology")] == 1
     assert areas[(NEXT, "Oncology")] == 1
-    assert not any("Tropical" in area for _, area in areas)
+    assert areas[(DAY, "Tropical Medicine")] == 1
+    assert [area for _, area in areas if "Tropical" in area] == ["Tropical Medicine"]
     titles = {r["document_id"]: r["title"] for r in results["mart_popular_documents"].to_pylist()
               if r["event_date"] == DAY}
     assert titles[batchkit.UNKNOWN_DOC] == "Second title"  # the latest non-blank one
