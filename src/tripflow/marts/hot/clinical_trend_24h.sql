@@ -1,6 +1,6 @@
 -- mart_realtime_clinical_trend_24h (spec/marts.md): the snapshot at %(snapshot_ts)s replaces
--- any earlier snapshot of that minute. Per clinical area (canonical, or an unknown name kept title-cased) with clicks in
--- (clock - 24 h, clock]: clicks and distinct sessions there, and
+-- any earlier snapshot of that minute. Per clinical area (canonical, or an unknown name
+-- kept title-cased) with clicks in (clock - 24 h, clock]: clicks and distinct sessions there, and
 -- trend_pct = round(100 * (cur - prev) / prev, 2) with prev = clicks in
 -- (clock - 48 h, clock - 24 h], null when prev is 0. A click counts once per area (its
 -- areas are a set). The store always holds the whole 48 h (the horizon is at least 48 h).
