@@ -72,3 +72,5 @@ def test_resending_a_file_counts_its_bad_lines_once_each_seen_twice(
                             "order by reason").fetchall()
     # On main: 2 rows for "not json" (one per offset) and the producer crashed on `huge`.
     assert rows == [("not_json", len(b"not json"), 2), ("too_large", len(huge), 2)]
+    status = tripflow_cli("status", env=tripflow_env).stdout
+    assert "quarantine: not_json 1 (seen 2 times), too_large 1 (seen 2 times)" in status

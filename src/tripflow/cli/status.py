@@ -112,9 +112,12 @@ def postgres_section(settings: Settings, out: Console) -> None:
             table.add_row(mart, f"{rows:,}", f"{dates:,}", str(last or "-"))
         out.print(table)
         reasons = conn.execute(
-            "select reason, count(*) from tripflow.quarantine group by reason order by reason"
-        ).fetchall()
-        out.print("quarantine: " + (", ".join(f"{r} {n:,}" for r, n in reasons) or "empty"))
+            "select reason, count(*), sum(seen_count) from tripflow.quarantine "
+            "group by reason order by reason").fetchall()
+        # Distinct bad records per reason; how often they were seen when more than once.
+        out.print("quarantine: " + (", ".join(
+            f"{r} {n:,}" + (f" (seen {seen:,} times)" if seen > n else "")
+            for r, n, seen in reasons) or "empty"))
         rec = conn.execute(
             """select count(*), coalesce(sum(minutes_changed + minutes_deleted), 0),
                       max(reconciled_at)

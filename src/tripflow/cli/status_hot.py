@@ -37,5 +37,6 @@ def hot_status_section(settings: Settings, out: Console) -> None:
     t = status.totals
     out.print(f"since the start: {t['records']:,} records, {t['clicks_new']:,} new clicks, "
               f"{t['duplicates']:,} duplicates, {t['late_for_hot']:,} late for hot (left to the "
-              f"batch path), {t['quarantined']:,} quarantined, {t['batches']:,} batches",
+              f"batch path), {t['quarantined']:,} quarantined, {t['batches']:,} batches"
+              + (f"; U+0000 removed from {t['nul_removed']:,} clicks" if t["nul_removed"] else ""),
               highlight=False)

@@ -992,7 +992,8 @@ class HotStatus:
     store_bytes: int
     store_days: int
     store_from: datetime | None
-    totals: dict[str, int]  # records, clicks_new, duplicates, late_for_hot, quarantined, batches
+    totals: dict[str, int]  # records, clicks_new, duplicates, late_for_hot, quarantined,
+    #                         batches, nul_removed
     broker_error: str | None = None
 
 
@@ -1004,7 +1005,7 @@ def hot_status(settings: Settings, *, group: str = DEFAULT_GROUP,
         row = conn.execute(
             """select clock, last_commit_at, extract(epoch from now() - last_commit_at),
                       store_from, records, clicks_new, duplicates, late_for_hot, quarantined,
-                      batches
+                      batches, nul_removed
                from tripflow.hot_state""").fetchone()
         assert row is not None
         stored = {p: (offset, updated) for p, offset, updated in conn.execute(
@@ -1037,7 +1038,8 @@ def hot_status(settings: Settings, *, group: str = DEFAULT_GROUP,
                                   stored.get(p, (None, None))[1])
                   for p in sorted(set(stored) | set(ends))]
     clock, last_commit, freshness, store_from, *totals = row
-    names = ("records", "clicks_new", "duplicates", "late_for_hot", "quarantined", "batches")
+    names = ("records", "clicks_new", "duplicates", "late_for_hot", "quarantined", "batches",
+             "nul_removed")
     return HotStatus(group, settings.topic, partitions, clock, last_commit,
                      float(freshness) if freshness is not None else None, rows, size, days,
                      store_from, dict(zip(names, totals, strict=True)), broker_error)
