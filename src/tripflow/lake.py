@@ -155,6 +155,43 @@ def file_set(table: DeltaTable, uri: str, dates: Iterable[dt.date | None] | None
                    "event_date" in table.metadata().partition_columns)
 
 
+def files_holding(table: DeltaTable, uri: str, positions: Iterable[tuple[int, int]]
+                  ) -> FileSet:
+    """The bronze table's files whose statistics say they may hold a row at one of these
+    (partition, offset) positions (every file, where statistics are missing)."""
+    positions = list(positions)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    files = file_set(table, uri)
+    stats = {f"{m}.{c}" for m in ("min", "max") for c in ("partition", "offset")}
+    if not actions.num_rows or not stats <= set(actions.column_names):
+        return files
+    may_hold = pa.scalar(False)
+    for partition, offset in positions:
+        here = pc.and_kleene(
+            pc.and_kleene(pc.less_equal(actions["min.partition"], partition),
+                          pc.greater_equal(actions["max.partition"], partition)),
+            pc.and_kleene(pc.less_equal(actions["min.offset"], offset),
+                          pc.greater_equal(actions["max.offset"], offset)))
+        may_hold = pc.or_kleene(may_hold, here)
+    keep = pc.fill_null(may_hold, True).to_pylist()  # no statistics: may hold it
+    paths = {unquote(path) for path, k in zip(actions["path"].to_pylist(), keep, strict=True)
+             if k}
+    return replace(files, files=tuple(f for f in files.files if f[0] in paths))
+
+
+def read_positions(files: FileSet, topic: str, positions: Iterable[tuple[int, int]],
+                   columns: list[str]) -> pa.Table:
+    """The rows of `files` (bronze) at these (partition, offset) positions of `topic`."""
+    wanted = None
+    for partition, offset in positions:
+        row = (pc.field("partition") == partition) & (pc.field("offset") == offset)
+        wanted = row if wanted is None else wanted | row
+    if wanted is None:
+        return read_files(files).schema.empty_table().select(columns)
+    return read_files(files).to_table(columns=columns,
+                                      filter=(pc.field("topic") == topic) & wanted)
+
+
 def read_files(files: FileSet) -> pads.Dataset:
     """A pyarrow dataset over a FileSet, with `event_date` from the partition values."""
     fmt = pads.ParquetFileFormat(

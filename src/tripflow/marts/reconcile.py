@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from urllib.parse import unquote
 
 import psycopg
 import pyarrow as pa
@@ -301,30 +300,9 @@ def _fingerprints(table: DeltaTable, uri: str, topic: str, wanted: set[tuple[int
     """The fingerprints (as the stream worker computes them) of the rows `table` holds at
     these (partition, offset) positions of `topic`. Only the files whose statistics can
     hold one of them are read."""
-    actions = pa.table(table.get_add_actions(flatten=True))
-    files = lake.file_set(table, uri)
-    stats = {f"{m}.{c}" for m in ("min", "max") for c in ("partition", "offset")}
-    if actions.num_rows and stats <= set(actions.column_names):  # else read every file
-        may_hold = pa.scalar(False)
-        for p, offset in wanted:
-            here = pc.and_kleene(
-                pc.and_kleene(pc.less_equal(actions["min.partition"], p),
-                              pc.greater_equal(actions["max.partition"], p)),
-                pc.and_kleene(pc.less_equal(actions["min.offset"], offset),
-                              pc.greater_equal(actions["max.offset"], offset)))
-            may_hold = pc.or_kleene(may_hold, here)
-        keep = pc.fill_null(may_hold, True).to_pylist()
-        paths = {unquote(path) for path, k in zip(actions["path"].to_pylist(), keep,
-                                                  strict=True) if k}
-        files = lake.FileSet(files.uri, tuple(f for f in files.files if f[0] in paths),
-                             files.schema, files.partitioned)
-    condition = None
-    for p, offset in wanted:
-        row = (pc.field("partition") == p) & (pc.field("offset") == offset)
-        condition = row if condition is None else condition | row
-    rows = lake.read_files(files).to_table(
-        columns=["partition", "offset", "kafka_timestamp", "key", "value"],
-        filter=(pc.field("topic") == topic) & condition)
+    files = lake.files_holding(table, uri, wanted)
+    rows = lake.read_positions(files, topic, wanted,
+                               ["partition", "offset", "kafka_timestamp", "key", "value"])
     # Delta hands timestamps back in microseconds; a record without one was read as -1.
     stamps = rows["kafka_timestamp"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
     found: dict[tuple[int, int], set[str]] = {}

@@ -37,9 +37,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from operator import itemgetter
-from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
@@ -444,29 +443,10 @@ class _Loader:
         if not last or self.table is None:
             return {}
         with self.table_lock:
-            actions = pa.table(self.table.get_add_actions(flatten=True))
-            files = lake.file_set(self.table, self.uri)
-        stats = {f"{m}.{c}" for m in ("min", "max") for c in ("partition", "offset")}
-        if stats <= set(actions.column_names):  # else read every file
-            may_hold = pa.scalar(False)
-            for p, offset in last.items():
-                here = pc.and_kleene(
-                    pc.and_kleene(pc.less_equal(actions["min.partition"], p),
-                                  pc.greater_equal(actions["max.partition"], p)),
-                    pc.and_kleene(pc.less_equal(actions["min.offset"], offset),
-                                  pc.greater_equal(actions["max.offset"], offset)))
-                may_hold = pc.or_kleene(may_hold, here)
-            keep = pc.fill_null(may_hold, True).to_pylist()  # no statistics: may hold it
-            paths = {unquote(path) for path, k in zip(actions["path"].to_pylist(), keep,
-                                                      strict=True) if k}
-            files = replace(files, files=tuple(f for f in files.files if f[0] in paths))
-        wanted = None
-        for p, offset in last.items():
-            row = (pc.field("partition") == p) & (pc.field("offset") == offset)
-            wanted = row if wanted is None else wanted | row
-        rows = lake.read_files(files).to_table(
-            columns=["partition", "kafka_timestamp", "key", "value", "ingested_at"],
-            filter=(pc.field("topic") == self.topic) & wanted)
+            files = lake.files_holding(self.table, self.uri, last.items())
+        rows = lake.read_positions(files, self.topic, last.items(),
+                                   ["partition", "kafka_timestamp", "key", "value",
+                                    "ingested_at"])
         found: dict[int, tuple[int | None, bytes | None, bytes | None]] = {}
         newest: dict[int, int] = {}
         for p, ms, key, value, at in zip(
