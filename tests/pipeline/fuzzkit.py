@@ -199,8 +199,8 @@ def account(settings: Settings, data: FuzzInput, want: Expected, produced: str) 
     """Check every layer against `want`; the figures, for a report."""
     # The kit's own sum: every line written is one of these.
     assert want.clicks + want.duplicates + want.bad_seen + data.punctuation == len(data.lines)
-    assert f"{len(data.too_large)} too large (quarantined)" in produced
-    assert f"{data.punctuation} lines without a record skipped" in produced
+    assert f"{len(data.too_large):,} too large (quarantined)" in produced
+    assert f"{data.punctuation:,} lines without a record skipped" in produced
 
     bronze = lake.open_table(settings, lake.BRONZE).to_pyarrow_table(columns=["offset"])
     assert bronze.num_rows == want.records
