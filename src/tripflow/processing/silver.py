@@ -25,18 +25,15 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
+import multiprocessing
 import os
-import pickle
-import queue
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -44,7 +41,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
-import tripflow
 from tripflow import db, lake
 from tripflow.processing import quarantine
 from tripflow.processing.bronze import read_times
@@ -352,8 +348,9 @@ def _rebuild_group(request: _GroupRequest) -> _GroupResult:
 
 
 def _die_with_parent(parent: int) -> None:
-    """A killed `tripflow silver` takes its workers with it (Linux: PR_SET_PDEATHSIG), so
-    nothing keeps writing after a kill; elsewhere they stop at their next read."""
+    """A worker's initializer: a killed `tripflow silver` takes its workers with it
+    (Linux: PR_SET_PDEATHSIG), so nothing keeps writing after a kill; elsewhere they stop
+    when the pool notices its parent is gone."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
@@ -361,88 +358,20 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _serve(parent: int) -> None:
-    """A worker process: rebuilds the groups it reads from stdin and answers on stdout
-    (length-prefixed pickles), until stdin closes (its parent finished or died)."""
-    _die_with_parent(parent)
-    channel_in = sys.stdin.buffer
-    # The channel gets its own copy of fd 1, and fd 1 becomes stderr: nothing a library
-    # prints (from Python or from C) can land between two answers.
-    channel_out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    while header := channel_in.read(8):
-        request = pickle.loads(channel_in.read(int.from_bytes(header, "big")))
-        try:
-            answer: object = _rebuild_group(request)
-        except Exception as err:  # handed back to the parent, which raises it
-            answer = err
-        payload = pickle.dumps(answer)
-        channel_out.write(len(payload).to_bytes(8, "big") + payload)
-        channel_out.flush()
-
-
-class _Worker:
-    """One `_serve` process. Not fork (DuckDB, already running in this process, hangs in
-    a forked child) and not multiprocessing's spawn (it re-imports __main__, which for
-    `python -m tripflow` is the CLI): a plain child interpreter on two pipes."""
-
-    def __init__(self) -> None:
-        package_root = str(Path(tripflow.__file__).resolve().parents[1])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen(
-            [sys.executable, "-c",
-             f"from tripflow.processing.silver import _serve; _serve({os.getpid()})"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-
-    def rebuild(self, request: _GroupRequest) -> _GroupResult:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        payload = pickle.dumps(request)
-        self.process.stdin.write(len(payload).to_bytes(8, "big") + payload)
-        self.process.stdin.flush()
-        header = self.process.stdout.read(8)
-        if len(header) < 8:
-            raise RuntimeError(f"a silver worker process exited (code {self.process.poll()})")
-        answer = pickle.loads(self.process.stdout.read(int.from_bytes(header, "big")))
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    def close(self) -> None:
-        if self.process.stdin:
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
 @contextmanager
 def _rebuilder(workers: int, groups: int
                ) -> Iterator[Callable[[list[_GroupRequest]], Iterator[_GroupResult]]]:
     """A function from group requests to their results, in order. With several groups,
     worker processes rebuild them in parallel (parsing holds the GIL for a good part:
-    threads do not scale); a single group is rebuilt right here (no start-up cost)."""
+    threads do not scale); a single group is rebuilt right here (no start-up cost).
+
+    The pool's processes are spawned, not forked: DuckDB, already running in this process
+    (the parser's connection), hangs in a forked child. A worker that dies breaks the pool
+    (BrokenProcessPool), which ends the run with an error like any failed group."""
     if workers <= 1 or groups <= 1:
         yield lambda requests: map(_rebuild_group, requests)
         return
-    started = [_Worker() for _ in range(min(workers, groups))]
-    idle: queue.Queue[_Worker] = queue.Queue()
-    for worker in started:
-        idle.put(worker)
-
-    def on_a_worker(request: _GroupRequest) -> _GroupResult:
-        worker = idle.get()
-        try:
-            return worker.rebuild(request)
-        finally:
-            idle.put(worker)
-
-    try:
-        with ThreadPoolExecutor(max_workers=len(started)) as pool:
-            yield lambda requests: pool.map(on_a_worker, requests)
-    finally:
-        for worker in started:
-            worker.close()
+    with ProcessPoolExecutor(max_workers=min(workers, groups),
+                             mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        yield lambda requests: pool.map(_rebuild_group, requests)
