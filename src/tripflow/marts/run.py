@@ -35,6 +35,7 @@ from tripflow.marts.reconcile import (
     PENDING,
     Coverage,
     Reconciliation,
+    SilverState,
     dates_in_window,
     pending_dates,
     prepare,
@@ -223,12 +224,57 @@ class _Stage(threading.Thread):
             self.join(timeout=60)
 
 
+@dataclass
+class _Plan:
+    """What a run does, decided before any mart is computed."""
+
+    silver: DeltaTable | None
+    silver_uri: str
+    options: dict[str, str] | None
+    state: SilverState | None  # what silver was built from, read before silver was opened
+    todo: list[dt.date]
+    groups: list[list[dt.date]]
+    marts: list[str]
+    keys: dict[str, list[str]]  # primary key of each mart
+    articles: LoadedArticles
+    window: set[dt.date]  # dates whose hot minutes are reconciled
+    expired: list[dt.date]  # pending dates the hot mart no longer keeps
+    keyed: set[dt.date]  # dates the hot store holds: checked by their clicks' dedup keys
+    extra: list[dt.date]  # pending dates this run does not rebuild (hot minutes only)
+
+
 def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
          explicit: list[dt.date] | None, summary: MartsSummary, reconcile_days: int | None,
          chunk_rows: int, on_progress: Callable[[int, int], None] | None,
          silver_built_from: int | None = None) -> None:
-    timings = summary.timings
     mark = time.monotonic()
+    plan = _plan(settings, dsn, explicit, summary, reconcile_days, chunk_rows)
+    if plan is None:
+        return  # nothing built yet
+    _tick(summary.timings, "plan", mark)
+    minutes, silver_keys = _compute_and_load(settings, runner, plan, summary, on_progress)
+    _reconcile_and_mark(settings, runner, plan, summary, minutes, silver_keys,
+                        explicit is None, silver_built_from)
+
+
+def _todo(settings: Settings, dsn: str, silver: DeltaTable,
+          options: dict[str, str] | None) -> list[dt.date]:
+    """The dates silver changed since the last `--changed` run."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # A gold table that is gone (deleted to rebuild it) means: every date — and the
+        # mark goes now, so a kill before the end cannot make that forgotten.
+        if any(lake.open_table(settings, lake.gold(m)) is None
+               for m in engines.mart_names()):
+            conn.execute("delete from tripflow.batch_state where step = %s",
+                         (STATE_STEP,))
+        since = read_state(conn, STATE_STEP, silver)
+    return sorted(d for d in lake.changed_dates(silver, since, options) if d is not None)
+
+
+def _plan(settings: Settings, dsn: str, explicit: list[dt.date] | None,
+          summary: MartsSummary, reconcile_days: int | None, chunk_rows: int) -> _Plan | None:
+    """The run's dates, groups and reconciliation window; None when there is nothing to do
+    (`--changed` before silver exists)."""
     # What silver was built from: read before silver is opened (see reconcile.py).
     with db.connect(settings, autocommit=True) as conn:
         state = silver_state(conn)
@@ -236,16 +282,8 @@ def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
     options = lake.storage_options(settings)
     if explicit is None:
         if silver is None:
-            return  # nothing built yet
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            # A gold table that is gone (deleted to rebuild it) means: every date — and the
-            # mark goes now, so a kill before the end cannot make that forgotten.
-            if any(lake.open_table(settings, lake.gold(m)) is None
-                   for m in engines.mart_names()):
-                conn.execute("delete from tripflow.batch_state where step = %s",
-                             (STATE_STEP,))
-            since = read_state(conn, STATE_STEP, silver)
-        todo = sorted(d for d in lake.changed_dates(silver, since, options) if d is not None)
+            return None
+        todo = _todo(settings, dsn, silver, options)
     else:
         todo = explicit
     summary.dates = todo
@@ -257,18 +295,22 @@ def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
     groups = _groups(todo, rows_per_date, chunk_rows)
     if sum(rows_per_date.get(d, 0) for d in todo) > _READ_ALL_ARTICLES_ROWS:
         articles.read_all()
-    silver_uri = lake.table_uri(settings, lake.SILVER)
     with db.connect(settings, autocommit=True) as conn:
         pending = pending_dates(conn)
         window = set(dates_in_window(conn, sorted(set(todo) | set(pending)), reconcile_days))
-        expired = [d for d in pending if d not in window]
         # Dates the hot store holds are checked by their clicks' dedup keys: read those.
         # (The store only ever drops days, so these include every date checked so later.)
         keyed = set(split_by_store(conn, sorted(window))[0])
         keys = primary_keys(conn, marts)
-    # Pending dates this run does not rebuild: only their hot minutes are reconciled.
-    extra = sorted(window - set(todo))
-    mark = _tick(timings, "plan", mark)
+    return _Plan(silver, lake.table_uri(settings, lake.SILVER), options, state, todo, groups,
+                 marts, keys, articles, window,
+                 expired=[d for d in pending if d not in window], keyed=keyed,
+                 extra=sorted(window - set(todo)))
+
+
+def _stages(settings: Settings, plan: _Plan, summary: MartsSummary) -> list[_Stage]:
+    """The PostgreSQL load and the gold writes, each a thread over computed groups."""
+    timings, marts = summary.timings, plan.marts
 
     def load_postgres(items: Iterator[tuple[list[dt.date], dict[str, pa.Table]]]) -> None:
         # One transaction for every mart and every date of the run.
@@ -292,66 +334,91 @@ def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
                 # sorted by primary key (mostly date first), so file statistics prune dates.
                 write_deltalake(lake.table_uri(settings, lake.gold(mart)), results[mart],
                                 mode="overwrite", predicate=predicate,
-                                storage_options=options)
+                                storage_options=plan.options)
             _tick(timings, "gold", started)
 
-    stages = [_Stage("marts-postgres", load_postgres), _Stage("marts-gold", write_gold)]
+    return [_Stage("marts-postgres", load_postgres), _Stage("marts-gold", write_gold)]
+
+
+def _compute_and_load(settings: Settings, runner: engines.DuckDBEngine, plan: _Plan,
+                      summary: MartsSummary, on_progress: Callable[[int, int], None] | None
+                      ) -> tuple[list[pa.Table], list[pa.Table]]:
+    """Compute every group's marts and hand them to the load and gold stages (which
+    overlap computing the next group); the exact minutes and the dedup keys of silver
+    rows for the reconciliation."""
+    timings = summary.timings
+    stages = _stages(settings, plan, summary)
     for stage in stages:
         stage.start()
     minutes: list[pa.Table] = []
     silver_keys: list[pa.Table] = []  # dedup_key of silver rows of `keyed` dates
     done = 0
     if on_progress:
-        on_progress(0, len(todo))
+        on_progress(0, len(plan.todo))
     try:
-        for group in groups:
+        for group in plan.groups:
             mark = time.monotonic()
-            recent = [d for d in group if d in window]
-            rows = _read_silver(silver, silver_uri, group,
-                                with_keys=any(d in keyed for d in recent))
+            recent = [d for d in group if d in plan.window]
+            rows = _read_silver(plan.silver, plan.silver_uri, group,
+                                with_keys=any(d in plan.keyed for d in recent))
             summary.rows_in += rows.num_rows
             mark = _tick(timings, "read", mark)
-            titles = articles.for_documents(rows.column("document_id"))
-            results = runner.run(engines.relations(rows, titles), marts, order_by=keys)
+            titles = plan.articles.for_documents(rows.column("document_id"))
+            results = runner.run(engines.relations(rows, titles), plan.marts,
+                                 order_by=plan.keys)
             if recent:  # the hot minutes, only for dates the hot marts still keep
                 mask = pc.is_in(rows.column("event_date"), pa.array(recent, pa.date32()))
-                _reconcile_input(runner, rows.filter(mask), minutes, silver_keys, keyed)
+                _reconcile_input(runner, rows.filter(mask), minutes, silver_keys, plan.keyed)
             del rows
             _tick(timings, "compute", mark)
             for stage in stages:
                 stage.put((group, results))
             done += len(group)
             if on_progress:
-                on_progress(done, len(todo))
+                on_progress(done, len(plan.todo))
         for stage in stages:
             stage.finish()
     except BaseException:
         for stage in stages:
             stage.abort()
         raise
+    return minutes, silver_keys
+
+
+def _reconcile_and_mark(settings: Settings, runner: engines.DuckDBEngine, plan: _Plan,
+                        summary: MartsSummary, minutes: list[pa.Table],
+                        silver_keys: list[pa.Table], changed: bool,
+                        silver_built_from: int | None) -> None:
+    """Reconcile the hot minutes of the window (and of pending dates not rebuilt), drop
+    expired pending dates, and (`--changed`) move the mark."""
     mark = time.monotonic()
-    if extra:
-        _reconcile_input(runner, _read_silver(silver, silver_uri, extra, with_keys=True),
-                         minutes, silver_keys, keyed)
+    if plan.extra:
+        _reconcile_input(runner, _read_silver(plan.silver, plan.silver_uri, plan.extra,
+                                              with_keys=True),
+                         minutes, silver_keys, plan.keyed)
+    window = sorted(plan.window)
     with db.connect(settings) as conn:
         if window:
-            rebuilt = (silver_built_from, todo) if silver_built_from is not None else None
-            coverage = Coverage(settings, silver_sources(settings, state, silver, rebuilt))
-            prepare(conn, settings.topic, sorted(window), coverage)
+            rebuilt = ((silver_built_from, plan.todo) if silver_built_from is not None
+                       else None)
+            coverage = Coverage(settings, silver_sources(settings, plan.state, plan.silver,
+                                                         rebuilt))
+            prepare(conn, settings.topic, window, coverage)
             conn.commit()
             with conn.transaction():
                 summary.reconciliation = reconcile_checked(
                     conn, settings.topic, pa.concat_tables(minutes),
                     pa.concat_tables(silver_keys, promote_options="default")
                     if silver_keys else pa.table({"dedup_key": pa.array([], pa.string())}),
-                    sorted(window), coverage, expired)
-            mark = _tick(timings, "reconcile", mark)
-        elif expired:
+                    window, coverage, plan.expired)
+            _tick(summary.timings, "reconcile", mark)
+        elif plan.expired:
             with conn.transaction():
-                conn.execute(f"delete from {PENDING} where event_date = any(%s)", (expired,))
-        if explicit is None and silver is not None:
+                conn.execute(f"delete from {PENDING} where event_date = any(%s)",
+                             (plan.expired,))
+        if changed and plan.silver is not None:
             with conn.transaction():
-                write_state(conn, STATE_STEP, silver)
+                write_state(conn, STATE_STEP, plan.silver)
 
 
 def _read_silver(silver: DeltaTable | None, uri: str, dates: list[dt.date], *,
