@@ -1,5 +1,6 @@
-"""PostgreSQL loading: the numpy-built binary COPY and the CSV COPY give back exactly the
-Arrow values, including nulls, empty and multi-line text, dates and timestamps."""
+"""PostgreSQL loading (tripflow.db.copy): the numpy-built binary COPY and the CSV COPY give
+back exactly the Arrow values, including nulls, empty and multi-line text, dates,
+timestamps and bytes; copy_arrow writes binary when it supports every column type."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import datetime as dt
 import psycopg
 import pyarrow as pa
 
-from tripflow.marts.load import copy_arrow, copy_binary, primary_keys
+from tripflow.db.copy import binary_supports, column_types, copy_arrow, copy_binary, copy_csv
+from tripflow.marts.load import primary_keys
 
 UTC = dt.UTC
 TABLE = pa.table({
@@ -33,7 +35,7 @@ def test_binary_and_csv_copy_round_trip(pg_dsn: str) -> None:
             conn.execute(DDL.format(name))
         copy_binary(conn, "via_binary", TABLE, ["text", "date", "timestamp with time zone",
                                                 "bigint", "integer"])
-        copy_arrow(conn, "via_csv", TABLE)
+        copy_csv(conn, "via_csv", TABLE)
         expected = [tuple(row.values()) for row in TABLE.to_pylist()]
         for name in ("via_binary", "via_csv"):
             rows = conn.execute(f"select t, d, ts, b, i from {name}").fetchall()
@@ -45,6 +47,33 @@ def test_binary_and_csv_copy_round_trip(pg_dsn: str) -> None:
                                                          "integer"])
         rows = conn.execute("select t, d, ts, b, i from sliced").fetchall()
         assert sorted(rows, key=repr) == sorted(expected[2:5], key=repr)
+
+
+def test_copy_arrow_reads_the_types_and_round_trips(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("set timezone = 'UTC'")
+        conn.execute(DDL.format("chosen"))
+        types = column_types(conn, "chosen")
+        assert types == {"t": "text", "d": "date", "ts": "timestamp with time zone",
+                         "b": "bigint", "i": "integer"}
+        assert binary_supports(list(types.values()))
+        assert binary_supports(["text", "bigint", "bytea"])
+        assert not binary_supports(["text[]", "bigint"]) and not binary_supports(["boolean"])
+        assert copy_arrow(conn, "chosen", TABLE) == TABLE.num_rows
+        assert copy_arrow(conn, "chosen", TABLE.slice(0, 0)) == 0
+        rows = conn.execute("select t, d, ts, b, i from chosen").fetchall()
+        expected = [tuple(row.values()) for row in TABLE.to_pylist()]
+        assert sorted(rows, key=repr) == sorted(expected, key=repr)
+
+
+def test_binary_copy_of_bytes(pg_dsn: str) -> None:
+    data = pa.table({"raw": pa.array([b"", None, b"\x00\xff\n\\", b"x" * 70_000], pa.binary()),
+                     "n": pa.array([1, 2, None, 4], pa.int64())})
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("create temp table raw_bytes (raw bytea, n bigint)")
+        copy_arrow(conn, "raw_bytes", data)
+        rows = conn.execute("select raw, n from raw_bytes order by n nulls last").fetchall()
+    assert rows == [(b"", 1), (None, 2), (b"x" * 70_000, 4), (b"\x00\xff\n\\", None)]
 
 
 def test_primary_keys_in_key_order(pg_dsn: str) -> None:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from deltalake import write_deltalake
 
 from tripflow import db, lake
-from tripflow.marts.load import copy_arrow
+from tripflow.db.copy import copy_arrow
 from tripflow.processing.runlog import logged_run
 from tripflow.records.articles import read_articles
 from tripflow.settings import Settings

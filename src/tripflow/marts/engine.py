@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from tripflow.db import sqlfiles
 
 RECONCILE_QUERY = "reconcile_traffic_minute"
 
@@ -29,14 +30,11 @@ _UTC_MS = pa.timestamp("ms", tz="UTC")
 @cache
 def mart_names() -> tuple[str, ...]:
     """Every cold mart: the `mart_*.sql` files, in name order."""
-    folder = resources.files("tripflow.marts") / "sql"
-    return tuple(sorted(entry.name.removesuffix(".sql") for entry in folder.iterdir()
-                        if entry.name.startswith("mart_") and entry.name.endswith(".sql")))
+    return sqlfiles.names("marts/sql", "mart_")
 
 
-@cache
 def sql_text(name: str) -> str:
-    return (resources.files("tripflow.marts") / "sql" / f"{name}.sql").read_text("utf-8")
+    return sqlfiles.text("marts/sql", f"{name}.sql")
 
 
 @dataclass(frozen=True)

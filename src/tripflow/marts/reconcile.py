@@ -62,7 +62,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from tripflow import lake
-from tripflow.marts.load import copy_arrow
+from tripflow.db.copy import copy_arrow
 from tripflow.processing.bronze import app_id
 from tripflow.processing.hotstore import PRUNE_LOCK, REFRESH_LOCK
 from tripflow.processing.stream import fingerprint

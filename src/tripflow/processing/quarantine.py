@@ -17,11 +17,17 @@ from dataclasses import dataclass
 import psycopg
 import pyarrow as pa
 
-from tripflow.processing.hot_marts import load_statements
+from tripflow.db import sqlfiles
+from tripflow.db.copy import copy_arrow
 
-_STAGE, _UPSERT, _CLEAR = load_statements("processing/sql", "quarantine_store.sql")
-_STAGE_COLUMNS = ("raw_sha256", "raw", "raw_length", "reason", "detail", "topic", "partition",
-                  "offset", "source_file", "source_line", "sighting")
+_STAGE, _UPSERT, _CLEAR = sqlfiles.statements("processing/sql", "quarantine_store.sql")
+# quarantine_stage's columns: Arrow type, PostgreSQL type.
+_STAGE_SCHEMA = {"raw_sha256": pa.binary(), "raw": pa.binary(), "raw_length": pa.int64(),
+                 "reason": pa.string(), "detail": pa.string(), "topic": pa.string(),
+                 "partition": pa.int32(), "offset": pa.int64(), "source_file": pa.string(),
+                 "source_line": pa.int64(), "sighting": pa.string()}
+_STAGE_TYPES = ("bytea", "bytea", "bigint", "text", "text", "text", "integer", "bigint",
+                "text", "bigint", "text")
 KEPT_BYTES = 64 * 1024  # of a line too large to send: its first 64 KiB are kept
 
 
@@ -56,37 +62,54 @@ def store(conn: psycopg.Connection, quarantine: pa.Table) -> int:
     topics = quarantine.column("topic").to_pylist()
     partitions = quarantine.column("partition").to_pylist()
     offsets = quarantine.column("offset").to_pylist()
-    rows = (
-        (hashlib.sha256(raw).digest(), raw, len(raw), reason, detail, topic, partition,
-         offset, None, None, f"kafka:{topic}:{partition}:{offset}")
-        for raw, reason, detail, topic, partition, offset in zip(
-            raws, quarantine.column("reason").to_pylist(),
-            quarantine.column("detail").to_pylist(), topics, partitions, offsets, strict=True)
-    )
-    return _store_rows(conn, rows)
+    nothing = pa.nulls(quarantine.num_rows)
+    return _store_rows(conn, {
+        "raw_sha256": [hashlib.sha256(raw).digest() for raw in raws],
+        "raw": raws,
+        "raw_length": [len(raw) for raw in raws],
+        "reason": quarantine.column("reason"),
+        "detail": quarantine.column("detail"),
+        "topic": topics,
+        "partition": partitions,
+        "offset": offsets,
+        "source_file": nothing,
+        "source_line": nothing,
+        "sighting": [f"kafka:{topic}:{partition}:{offset}" for topic, partition, offset
+                     in zip(topics, partitions, offsets, strict=True)],
+    })
 
 
 def store_unsent(conn: psycopg.Connection, lines: Iterable[UnsentLine], run_id: str) -> int:
     """Insert lines a producer run could not send, keeping their length, a hash of all
     their bytes and their first 64 KiB. `run_id` names the run: the same file sent again
     by another run is the same record seen again. Returns how many were new."""
-    rows = (
-        (line.sha256, line.head, line.length, line.reason, line.detail, None, None, None,
-         line.file, line.line_number, f"file:{run_id}:{line.file}:{line.line_number}")
-        for line in lines
-    )
-    return _store_rows(conn, rows)
+    lines = list(lines)
+    if not lines:
+        return 0
+    nothing = [None] * len(lines)
+    return _store_rows(conn, {
+        "raw_sha256": [line.sha256 for line in lines],
+        "raw": [line.head for line in lines],
+        "raw_length": [line.length for line in lines],
+        "reason": [line.reason for line in lines],
+        "detail": [line.detail for line in lines],
+        "topic": nothing,
+        "partition": nothing,
+        "offset": nothing,
+        "source_file": [line.file for line in lines],
+        "source_line": [line.line_number for line in lines],
+        "sighting": [f"file:{run_id}:{line.file}:{line.line_number}" for line in lines],
+    })
 
 
-def _store_rows(conn: psycopg.Connection, rows: Iterable[tuple]) -> int:
+def _store_rows(conn: psycopg.Connection, columns: dict[str, object]) -> int:
     conn.execute(_STAGE)
+    stage = pa.table({name: values.cast(_STAGE_SCHEMA[name])
+                      if isinstance(values, pa.Array | pa.ChunkedArray)
+                      else pa.array(values, _STAGE_SCHEMA[name])
+                      for name, values in columns.items()})
+    copy_arrow(conn, "quarantine_stage", stage, list(_STAGE_TYPES))
     with conn.cursor() as cur:
-        with cur.copy(
-            "copy quarantine_stage ({}) from stdin".format(
-                ", ".join(f'"{name}"' for name in _STAGE_COLUMNS))
-        ) as copy:
-            for row in rows:
-                copy.write_row(row)
         cur.execute(_UPSERT)
         inserted = sum(1 for (new,) in cur.fetchall() if new)
         cur.execute(_CLEAR)
