@@ -13,7 +13,7 @@ from tripflow.cli.console import console, err_console, friendly_errors
 from tripflow.ingestion import Mode, ProduceProgress
 from tripflow.ingestion import produce as run_produce
 from tripflow.ingestion.admin import DEFAULT_CONNECT_TIMEOUT_S
-from tripflow.ingestion.replay import ONE_DAY_MS
+from tripflow.records.rules import MS_PER_MINUTE, ONE_DAY_MS
 from tripflow.settings import get_settings
 
 EXIT_INTERRUPTED = 130  # the shell's convention for "ended by Ctrl-C"
@@ -40,7 +40,7 @@ def produce(
         help="Replay only: a record read up to this much later than its event time is "
              "put back in its place; a later one is sent where it was read (late, as a "
              "live system saw it). Default: a day.",
-    )] = ONE_DAY_MS / 60_000,
+    )] = ONE_DAY_MS / MS_PER_MINUTE,
     servers: Annotated[int, typer.Option(
         "--servers", min=1, max=64, help="Simulated web servers, each its own producer.",
     )] = 2,

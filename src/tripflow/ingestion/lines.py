@@ -5,10 +5,12 @@ Kafka key, the `dedup_key` header, the server assignment and the replay schedule
 rules mirror `tripflow.records.parser` (the single definition of validity) so that a
 line the producer schedules as a click is one the parser accepts, and its `dedup_key`
 header is the key the parser computes (a test checks both on a generated dataset).
-They are re-stated here, per line with orjson, because the producer handles one line
+The reading is done here, per line with orjson, because the producer handles one line
 at a time at ~10⁵ lines/s and needs the session of bad lines too, which the parser's
-output does not carry. `identify` (bulk) has a shortcut for the usual line and falls
-back to `inspect_line` (the general reading, also used by replays) for any other.
+output does not carry; the rules it applies (DateCreated's form, the plausible event
+times, the dedup key) are `tripflow.records.rules` and `tripflow.records.dedup`.
+`identify` (bulk) has a shortcut for the usual line and falls back to `inspect_line`
+(the general reading, also used by replays) for any other.
 
 Known differences from the parser, only on lines that are bad or absurd anyway: with a
 key repeated inside one object, the general reading takes the last occurrence (the
@@ -25,14 +27,21 @@ import orjson
 import xxhash
 from orjson import JSONDecodeError
 from orjson import loads as _loads
-from xxhash import xxh64_hexdigest as _xxh64_hex
 
-ONE_DAY_MS = 86_400_000
-EARLIEST_EVENT_MS = 946_684_800_000  # 2000-01-01T00:00:00Z, as in the parser
+from tripflow.records.dedup import dedup_key, dedup_key_bytes
+from tripflow.records.rules import (
+    DATE_CREATED_KEY,
+    DATE_CREATED_PREFIX,
+    DATE_CREATED_SUFFIX,
+    EARLIEST_EVENT_MS,
+    FUTURE_TOLERANCE_MS,
+)
+
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
 _EXACT_FLOAT_MAX = 2**53
 
+_PREFIX, _SUFFIX = len(DATE_CREATED_PREFIX), len(DATE_CREATED_SUFFIX)
 _WHITESPACE = b" \t\n\r"
 _DIGITS = re.compile(r"-?[0-9]+")
 _LEADING_BRACKET = re.compile(rb"^\[\s*\{")
@@ -99,8 +108,9 @@ def inspect_line(line: bytes) -> LineInfo:
             session = None
     date = record.get("DateCreated")
     event_ms = None
-    if type(date) is str and date[:6] == "/Date(" and date[-2:] == ")/":
-        digits = date[6:-2]
+    if type(date) is str and date[:_PREFIX] == DATE_CREATED_PREFIX \
+            and date[-_SUFFIX:] == DATE_CREATED_SUFFIX:
+        digits = date[_PREFIX:-_SUFFIX]
         if digits.isascii() and digits.isdigit():  # isdigit alone takes "²" and "٣"
             event_ms = int(digits)
             if event_ms > _INT64_MAX:
@@ -110,9 +120,7 @@ def inspect_line(line: bytes) -> LineInfo:
     document = _integer(record.get("DocumentId"))
     if document is None:
         return session, None, event_ms, None
-    # records.dedup.dedup_key, inlined: this runs for every line.
-    key = _xxh64_hex(f"{session}|{document}|{event_ms}".encode())
-    return session, key, event_ms, document
+    return session, dedup_key(session, document, event_ms), event_ms, document
 
 
 # The usual line, as the Trip web servers (and the generator) write it: the three
@@ -139,7 +147,7 @@ def identify(line: bytes) -> tuple[bytes | None, bytes | None]:
             pass  # not JSON as a whole: the general path decides what is readable
         else:
             event_ms, session, document = usual.groups()
-            return session, _xxh64_hex(b"%s|%s|%s" % (session, document, event_ms)).encode()
+            return session, dedup_key_bytes(session, document, event_ms)
     session_id, key, _event_ms, _document = inspect_line(line)
     return (
         session_id.encode() if session_id is not None else None,
@@ -154,7 +162,7 @@ def is_click(info: LineInfo, now_ms: int) -> bool:
     return (
         key is not None
         and event_ms is not None
-        and EARLIEST_EVENT_MS <= event_ms <= now_ms + ONE_DAY_MS
+        and EARLIEST_EVENT_MS <= event_ms <= now_ms + FUTURE_TOLERANCE_MS
     )
 
 
@@ -166,7 +174,8 @@ def server_of(line: bytes, session_key: bytes | None, servers: int) -> int:
     return xxhash.xxh64_intdigest(session_key if session_key is not None else line) % servers
 
 
-_DATE_CREATED_VALUE = re.compile(rb'("DateCreated"\s*:\s*")(\\?/Date\()([0-9]+)(\)\\?/")')
+_DATE_CREATED_VALUE = re.compile(
+    rb"(" + DATE_CREATED_KEY.encode() + rb')(\\?/Date\()([0-9]+)(\)\\?/")')
 
 
 def rebased_line(line: bytes, original_ms: int, new_ms: int) -> bytes:

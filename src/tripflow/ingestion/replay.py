@@ -21,9 +21,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+from tripflow.records.rules import ONE_DAY_MS
 
-ONE_DAY_MS = 86_400_000
+T = TypeVar("T")
 
 
 class ReorderBuffer(Generic[T]):

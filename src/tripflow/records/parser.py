@@ -55,13 +55,13 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 
+from tripflow.records import rules
 from tripflow.records.areas import normalise_area_column
+from tripflow.records.dedup import dedup_keys
 from tripflow.records.schema import CLICK_SCHEMA, EVENT_TS, QUARANTINE_SCHEMA, Reason
 
-ONE_DAY_MS = 86_400_000
-EARLIEST_EVENT_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+ONE_DAY_MS, EARLIEST_EVENT_MS = rules.ONE_DAY_MS, rules.EARLIEST_EVENT_MS
 
 
 class ParseResult(NamedTuple):
@@ -418,16 +418,12 @@ _MAX_SLICES = 256
 
 def _clicks_table(valid: pa.Table) -> pa.Table:
     event_ms = valid["ms"].combine_chunks()
-    # spec "Identity": xxh64 of "SessionId|DocumentId|epoch_ms" (decimal integers)
-    key_inputs = pc.binary_join_element_wise(
-        valid["session_id"], valid["document_id"].cast(pa.string()), event_ms.cast(pa.string()), "|"
-    )
-    dedup_keys = list(map(xxhash.xxh64_hexdigest, key_inputs.cast(pa.binary()).to_pylist()))
+    keys = dedup_keys(valid["session_id"], valid["document_id"], event_ms)
     # Floor division keeps the UTC date right for every ms value.
     day_numbers = (event_ms.to_numpy(zero_copy_only=False) // ONE_DAY_MS).astype(np.int32)
     clinical_areas, unmapped_areas = normalise_area_column(valid["areas"])
     columns = {
-        "dedup_key": pa.array(dedup_keys, pa.string()),
+        "dedup_key": keys,
         "event_ts": event_ms.cast(EVENT_TS),
         "event_date": pa.array(day_numbers, pa.date32()),
         "session_id": valid["session_id"],

@@ -22,11 +22,11 @@ from tripflow.records.generate.catalogue import TITLE_LIMIT, Catalogue
 from tripflow.records.generate.hashing import stream_key, stream_rng, unique_60bit
 from tripflow.records.generate.keywords import build_queries
 from tripflow.records.generate.manifest import BotTruth, DayTruth, Manifest, Totals
+from tripflow.records.rules import MS_PER_HOUR, MS_PER_MINUTE
+from tripflow.records.rules import ONE_DAY_MS as MS_PER_DAY
 from tripflow.records.schema import Reason
 
-MS_PER_DAY = 86_400_000
-MS_PER_HOUR = 3_600_000
-FIVE_MINUTES_MS = 300_000
+FIVE_MINUTES_MS = 5 * MS_PER_MINUTE
 
 # `Documents` holds the top-20 retrieved ids from 2017 on; earlier records have [].
 DOCUMENTS_LIST_FROM = date(2017, 1, 1)
