@@ -1,7 +1,9 @@
 """What the Airflow tasks in dags/ call: one function per task, settings from TRIPFLOW_*.
 
 Each returns a small JSON-able dict (counts, dates, never an address or secret) that
-Airflow keeps as the task's result, and raises with a clear message on failure.
+Airflow keeps as the task's result, and raises with a clear message on failure. Each
+resolves its settings once (`_resolved`: addresses set, embedded services started when
+needed) and hands them down, so the step itself starts nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +20,17 @@ class FreshnessError(RuntimeError):
     """The hot marts lag more than the SLA allows."""
 
 
+def _resolved(settings: Settings | None, *, pg: bool = True, kafka: bool) -> Settings:
+    from tripflow import services
+
+    return services.resolve(settings or get_settings(), pg=pg, kafka=kafka)
+
+
 def bronze_to_idle(idle_seconds: float = 10.0, settings: Settings | None = None) -> dict:
     """Copy what the topic holds into bronze, stopping once nothing arrived for a while."""
     from tripflow.processing.bronze import run_bronze
 
-    summary = run_bronze(settings or get_settings(), until_idle=idle_seconds)
+    summary = run_bronze(_resolved(settings, kafka=True), until_idle=idle_seconds)
     log.info(summary.line())
     return {"records": summary.records, "written": summary.written,
             "trimmed": summary.trimmed, "dates": sorted(d.isoformat() for d in summary.dates)}
@@ -32,7 +40,7 @@ def silver_changed(settings: Settings | None = None) -> dict:
     """Rebuild silver for the dates bronze appends touched since the last silver run."""
     from tripflow.processing.silver import run_silver
 
-    summary = run_silver(settings or get_settings(), changed=True)
+    summary = run_silver(_resolved(settings, kafka=False), changed=True)
     log.info(summary.line())
     return {"dates": [d.isoformat() for d in summary.dates], "clicks": summary.clicks,
             "duplicates": summary.duplicates, "quarantined": summary.quarantined}
@@ -42,7 +50,7 @@ def marts_changed(settings: Settings | None = None) -> dict:
     """Rebuild the cold marts of the dates silver changed (and reconcile the hot marts)."""
     from tripflow.marts.run import run_marts
 
-    summary = run_marts(settings or get_settings(), changed=True)
+    summary = run_marts(_resolved(settings, kafka=False), changed=True)
     log.info(summary.line())
     return {"dates": [d.isoformat() for d in summary.dates], "rows_out": summary.rows_out}
 
@@ -54,7 +62,7 @@ def backfill(start: str | dt.date, end: str | dt.date, settings: Settings | None
     first, last = _date(start), _date(end)
     if last < first:
         raise ValueError(f"backfill range is empty: {first} is after {last}")
-    summary = run_backfill(settings or get_settings(), first, last)
+    summary = run_backfill(_resolved(settings, kafka=False), first, last)
     log.info(summary.line())
     return {"from": first.isoformat(), "to": last.isoformat(), "clicks": summary.silver.clicks,
             "rows_out": summary.marts.rows_out}
@@ -68,7 +76,8 @@ def check_hot_freshness(sla_seconds: float | None = None,
     """
     from tripflow.processing.stream import hot_status
 
-    settings = settings or get_settings()
+    # The broker is hot_status's own business: it reports an unreachable one.
+    settings = _resolved(settings, kafka=False)
     sla = settings.freshness_sla_seconds if sla_seconds is None else sla_seconds
     status = hot_status(settings)
     if status.freshness_s is None:
@@ -97,7 +106,7 @@ def replay_server(server_plan: dict, settings: Settings | None = None) -> dict:
     """Replay one simulated web server's share of the records, on the plan's schedule."""
     from tripflow.ingestion.plan import replay_server as run_server
 
-    summary = run_server(server_plan, settings or get_settings())
+    summary = run_server(server_plan, _resolved(settings, pg=False, kafka=True))
     log.info(summary.line())
     if not summary.ok:
         raise RuntimeError(f"server {server_plan['server']}: {summary.line()}")

@@ -15,7 +15,13 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from tripflow.cli.console import console, err_console, expected_error, friendly_errors
+from tripflow.cli.console import (
+    command_settings,
+    console,
+    err_console,
+    expected_error,
+    friendly_errors,
+)
 from tripflow.settings import get_settings
 
 
@@ -145,7 +151,7 @@ def silver(
     with step_errors("silver"):
         chosen = _date_option(dates, changed)
         with _progress("silver") as show:
-            summary = run_silver(get_settings(), chosen, changed=chosen is None,
+            summary = run_silver(command_settings(), chosen, changed=chosen is None,
                                  chunk_rows=chunk_rows, on_progress=show)
     console.print(summary.line(), soft_wrap=True)
     if summary.misplaced:
@@ -175,7 +181,7 @@ def marts(
     with step_errors("marts"):
         chosen = _date_option(dates, changed)
         with _progress("marts") as show:
-            summary = run_marts(get_settings(), chosen, changed=chosen is None, engine=engine,
+            summary = run_marts(command_settings(), chosen, changed=chosen is None, engine=engine,
                                 reconcile_days=None if reconcile_all else HOT_RETENTION_DAYS,
                                 chunk_rows=chunk_rows, on_progress=show)
     console.print(summary.line(), soft_wrap=True)
@@ -195,7 +201,7 @@ def backfill(
             raise DatesError(f"--from/--to: expected YYYY-MM-DD ({err})") from None
         with _progress("backfill") as show:
             summary = run_backfill(
-                get_settings(), first, last,
+                command_settings(), first, last,
                 on_progress=lambda step, done, total: (show(f"backfill: {step}"),
                                                        show(done, total)))
     console.print(summary.silver.line(), soft_wrap=True)
@@ -210,7 +216,7 @@ def articles(
     from tripflow.marts.articles import load_articles
 
     with step_errors("articles"), _progress("articles: reading", False):
-        summary = load_articles(get_settings(), path)
+        summary = load_articles(command_settings(), path)
     console.print(summary.line(), soft_wrap=True)
     console.print("Titles apply to marts built from now on; rebuild older dates with "
                   "`tripflow marts --dates FROM..TO`.")

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 
+from tripflow.settings import Settings, get_settings
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -28,6 +30,19 @@ def expected_error(err: BaseException) -> bool:
     # import heavy libraries).
     return any(isinstance(err, getattr(sys.modules.get(module), name, ()))
                for module, name in _EXPECTED_ERRORS)
+
+
+def command_settings(*, pg: bool = True, kafka: bool = False) -> Settings:
+    """The command's settings, resolved once, before any step runs: the addresses it
+    needs set (`services.resolve`: the embedded services started here when not running)
+    and, with `pg`, the database migrated. Steps handed these settings start nothing.
+    Call it inside the command's error handling (a service that cannot start is one line)."""
+    from tripflow import db, services
+
+    settings = services.resolve(get_settings(), pg=pg, kafka=kafka)
+    if pg:
+        db.prepare(settings)
+    return settings
 
 
 @contextmanager

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from tripflow import dashboards
-from tripflow.cli.console import console, err_console, friendly_errors
+from tripflow import dashboards, services
+from tripflow.cli.console import command_settings, console, err_console, friendly_errors
 from tripflow.dashboards import superset
 from tripflow.settings import get_settings
 
@@ -34,7 +34,8 @@ def build(out: Annotated[Path | None, typer.Option(
         "$TRIPFLOW_HOME/superset/tripflow_dashboards.zip).")] = None) -> None:
     """Write the Superset import bundle (zip of YAML); it holds no password."""
     with _errors():
-        path = dashboards.build_bundle(get_settings(), out)
+        # The bundle names the database (no migration needed to write it).
+        path = dashboards.build_bundle(services.resolve(get_settings(), kafka=False), out)
     console.print(f"[green]✓[/] bundle written: {path}")
 
 
@@ -42,7 +43,7 @@ def build(out: Annotated[Path | None, typer.Option(
 def import_() -> None:
     """Rebuild the bundle and import it into this home's Superset (running or not)."""
     with _errors():
-        result = dashboards.import_bundle(get_settings())
+        result = dashboards.import_bundle(command_settings())
     console.print(f"[green]✓[/] imported {len(result['dashboards'])} dashboards and "
                   f"{result['charts']} charts (database {result['database']})")
 
@@ -57,7 +58,7 @@ def serve(
     """Install Superset if missing, set it up, import the dashboards and serve them
     (in the background unless --foreground). A second run reuses everything."""
     with _errors():
-        dashboards.serve(get_settings(), port, background=not foreground)
+        dashboards.serve(command_settings(), port, background=not foreground)
 
 
 @app.command()

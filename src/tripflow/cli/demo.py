@@ -87,6 +87,7 @@ def _run(settings: Settings) -> None:
 
     home = settings.home_dir
     started = services.up(settings)
+    settings = services.resolve(settings)  # resolved once: the steps below start nothing
     dsn = db.prepare(settings)
     endpoints = services.endpoints(settings)
     console.print(f"[green]✓[/] services up ({', '.join(started) or 'already running'}); "

@@ -9,12 +9,11 @@ from typing import Annotated
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from tripflow.cli.console import console, err_console, friendly_errors
+from tripflow.cli.console import command_settings, console, err_console, friendly_errors
 from tripflow.ingestion import Mode, ProduceProgress
 from tripflow.ingestion import produce as run_produce
 from tripflow.ingestion.admin import DEFAULT_CONNECT_TIMEOUT_S
 from tripflow.records.rules import MS_PER_MINUTE, ONE_DAY_MS
-from tripflow.settings import get_settings
 
 EXIT_INTERRUPTED = 130  # the shell's convention for "ended by Ctrl-C"
 
@@ -49,13 +48,14 @@ def produce(
     )] = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> None:
     """Publish TripClick log lines to the topic, as N web servers would."""
-    settings = get_settings()
+    with friendly_errors():  # the topic's broker, started here when embedded and down
+        settings = command_settings(pg=False, kafka=True)
     display = _Display(mode)
     with friendly_errors():  # (IngestionError: one line, printed once the display is gone)
         try:
             summary = run_produce(
                 paths, settings, mode=mode, speed=speed, rebase=rebase, servers=servers,
-                reorder_horizon_ms=round(reorder_minutes * 60_000),
+                reorder_horizon_ms=round(reorder_minutes * MS_PER_MINUTE),
                 progress=display.update, connect_timeout_s=timeout,
             )
         finally:

@@ -8,6 +8,7 @@ fails prints its error and the others still run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +19,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tripflow import db
-from tripflow.cli.console import console, friendly_errors
-from tripflow.settings import Settings, get_settings
+from tripflow import db, services
+from tripflow.cli.console import command_settings, console, friendly_errors
+from tripflow.db import sqlfiles
+from tripflow.settings import Settings
+
+_SQL = sqlfiles.queries("cli", "status.sql")
 
 SectionFn = Callable[[Settings, Console], None]
 
@@ -34,11 +38,8 @@ class Section:
 def runs_section(settings: Settings, out: Console) -> None:
     """The last run of every step, from tripflow.run_log."""
     with db.connect(settings) as conn:
-        rows = conn.execute(
-            """select distinct on (step) step, status, dates, rows_in, rows_out, duplicates,
-                      quarantined, seconds, started_at, detail
-               from tripflow.run_log order by step, started_at desc, run_id desc""").fetchall()
-        (total,) = conn.execute("select count(*) from tripflow.run_log").fetchone()  # type: ignore[misc]
+        rows = conn.execute(_SQL["last_runs"]).fetchall()
+        (total,) = conn.execute(_SQL["run_count"]).fetchone()  # type: ignore[misc]
     if not rows:
         out.print("no step has run yet")
         return
@@ -111,26 +112,18 @@ def postgres_section(settings: Settings, out: Console) -> None:
                 continue
             table.add_row(mart, f"{rows:,}", f"{dates:,}", str(last or "-"))
         out.print(table)
-        reasons = conn.execute(
-            "select reason, count(*), sum(seen_count) from tripflow.quarantine "
-            "group by reason order by reason").fetchall()
+        reasons = conn.execute(_SQL["quarantine_reasons"]).fetchall()
         # Distinct bad records per reason; how often they were seen when more than once.
         out.print("quarantine: " + (", ".join(
             f"{r} {n:,}" + (f" (seen {seen:,} times)" if seen > n else "")
             for r, n, seen in reasons) or "empty"))
-        rec = conn.execute(
-            """select count(*), coalesce(sum(minutes_changed + minutes_deleted), 0),
-                      max(reconciled_at)
-               from tripflow.reconciliation
-               where reconciled_at = (select max(reconciled_at) from tripflow.reconciliation)"""
-        ).fetchone()
+        rec = conn.execute(_SQL["last_reconciliation"]).fetchone()
         if rec and rec[0]:
             out.print(f"last reconciliation of mart_realtime_traffic_minute: {rec[0]} dates, "
                       f"{rec[1]:,} minutes changed ({rec[2]:%Y-%m-%d %H:%M:%S} UTC)")
         pending_section(conn, out)
         unmapped_section(conn, out)
-        for step, version, updated in conn.execute(
-                "select step, input_version, updated_at from tripflow.batch_state order by step"):
+        for step, version, updated in conn.execute(_SQL["batch_state"]):
             if step == "silver-undated":
                 out.print(f"silver, undated bronze rows: quarantined up to bronze version "
                           f"{version} (as of {updated:%Y-%m-%d %H:%M:%S} UTC)")
@@ -153,13 +146,10 @@ def _span(dates: list[dt.date]) -> str:
 def pending_section(conn: psycopg.Connection, out: Console) -> None:
     """Dates whose reconciliation of the hot minutes waits for silver to hold every click
     the hot path counted (tripflow.reconciliation_pending), with the latest reason."""
-    dates = [d for (d,) in conn.execute(
-        "select event_date from tripflow.reconciliation_pending order by 1")]
+    dates = [d for (d,) in conn.execute(_SQL["pending_dates"])]
     if not dates:
         return
-    since, reason = conn.execute(
-        "select min(first_deferred_at), (array_agg(reason order by deferred_at desc))[1] "
-        "from tripflow.reconciliation_pending").fetchone()  # type: ignore[misc]
+    since, reason = conn.execute(_SQL["pending_since"]).fetchone()  # type: ignore[misc]
     word = "date" if len(dates) == 1 else "dates"
     out.print(f"[yellow]reconciliation pending for {len(dates)} {word} ({_span(dates)}): "
               f"{escape(reason)}[/] (hot minutes kept as they are since "
@@ -174,17 +164,8 @@ def unmapped_section(conn: psycopg.Connection, out: Console) -> None:
     from tripflow.records.areas import CANONICAL_AREAS
 
     canonical = list(CANONICAL_AREAS)
-    cold = conn.execute(
-        """select count(distinct clinical_area), coalesce(sum(search_count), 0),
-                  (array_agg(distinct clinical_area order by clinical_area))[1:5]
-           from mart_clinical_areas where clinical_area <> all(%s)""",
-        (canonical,)).fetchone()
-    hot = conn.execute(
-        """select count(*), coalesce(sum(click_count), 0),
-                  (array_agg(clinical_area order by click_count desc, clinical_area))[1:5]
-           from mart_realtime_clinical_trend_24h
-           where snapshot_ts = (select max(snapshot_ts) from mart_realtime_clinical_trend_24h)
-             and clinical_area <> all(%s)""", (canonical,)).fetchone()
+    cold = conn.execute(_SQL["unmapped_cold"], {"canonical": canonical}).fetchone()
+    hot = conn.execute(_SQL["unmapped_hot"], {"canonical": canonical}).fetchone()
 
     def figures(row: tuple | None) -> str:
         names, clicks, some = row if row else (0, 0, None)
@@ -217,9 +198,11 @@ def register_section(title: str, show: SectionFn) -> None:
 
 def status() -> None:
     """Per-layer counts and the last run of every step."""
-    settings = get_settings()
     with friendly_errors():
-        db.prepare(settings)
+        settings = command_settings()
+    # The broker only matters to the hot path's section, which says what is wrong with it.
+    with contextlib.suppress(services.ServiceError):
+        settings = services.resolve(settings, pg=False, kafka=True)
     # Piped output (scripts, logs) gets a fixed, wide layout instead of Rich's 80 columns.
     out = console if console.is_terminal else Console(width=160)
     for section in SECTIONS:

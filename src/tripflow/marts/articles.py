@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import write_deltalake
 
-from tripflow import db, lake
+from tripflow import db, lake, services
 from tripflow.db.copy import copy_arrow
 from tripflow.processing.runlog import logged_run
 from tripflow.records.articles import read_articles
@@ -50,6 +50,7 @@ def first_per_id(table: pa.Table) -> pa.Table:
 def load_articles(settings: Settings, path: str | Path) -> ArticlesSummary:
     """Replace the loaded catalogue with the one in `path`."""
     started = time.monotonic()
+    settings = services.resolve(settings, kafka=False)  # once: nothing below starts a service
     dsn = db.prepare(settings)
     with logged_run(dsn, "articles", None) as stats:
         table = read_articles(path)
@@ -65,6 +66,7 @@ def load_articles(settings: Settings, path: str | Path) -> ArticlesSummary:
                            time.monotonic() - started)
 
 
+_TITLES = "select document_id, title from tripflow.articles where document_id = any(%s)"
 # Up to this many distinct documents, titles come from PostgreSQL by primary key.
 _LOOKUP_DOCUMENTS = 50_000
 
@@ -102,9 +104,7 @@ class LoadedArticles:
                                                    value_set=wanted))
         if len(wanted) <= _LOOKUP_DOCUMENTS:
             with db.connect(self.settings) as conn:
-                rows = conn.execute("select document_id, title from tripflow.articles "
-                                    "where document_id = any(%s)", (wanted.to_pylist(),))
-                found = rows.fetchall()
+                found = conn.execute(_TITLES, (wanted.to_pylist(),)).fetchall()
             return pa.table({"document_id": pa.array([r[0] for r in found], pa.int64()),
                              "title": pa.array([r[1] for r in found], pa.string())})
         return self.dataset.to_table(columns=["document_id", "title"],

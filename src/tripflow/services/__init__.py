@@ -1,7 +1,10 @@
 """Embedded services: PostgreSQL and a Kafka-compatible broker, started by tripflow itself.
 
-`endpoints(settings)` is what every command calls: it returns the configured addresses,
-or starts the embedded services (when no address is set) and returns theirs.
+`resolve(settings)` is what a command calls once, first: it returns the settings with
+both addresses set — the configured ones, or the embedded services' (started here when
+not running). Steps below it, handed those settings, read the addresses and never start
+anything. `pg_dsn` / `kafka_bootstrap` / `endpoints` still start an embedded service for
+a caller holding settings without addresses (the Python API: tests, DAG tasks).
 """
 
 from __future__ import annotations
@@ -111,6 +114,19 @@ def kafka_bootstrap(settings: Settings, *, start: bool = True) -> str:
     if address is None:
         raise ServiceError("embedded broker is not set up; run `tripflow services up`")
     return address
+
+
+def resolve(settings: Settings, *, pg: bool = True, kafka: bool = True) -> Settings:
+    """`settings` with the PostgreSQL DSN (`pg`) and the Kafka bootstrap servers (`kafka`)
+    set: the configured ones, else the embedded services', which are started now when
+    they are not running. The one place a command starts services; unchanged settings
+    come back as they are."""
+    update: dict[str, str] = {}
+    if pg and not settings.pg_dsn:
+        update["pg_dsn"] = pg_dsn(settings)
+    if kafka and not settings.kafka_bootstrap:
+        update["kafka_bootstrap"] = kafka_bootstrap(settings)
+    return settings.model_copy(update=update) if update else settings
 
 
 def endpoints(settings: Settings) -> Endpoints:
