@@ -18,11 +18,11 @@ from confluent_kafka import Consumer, TopicPartition
 
 from tripflow import lake
 from tripflow.messaging.config import consumer_config
+from tripflow.messaging.sink import RECORD_SCHEMA, Batch, PartitionEnd
 from tripflow.processing.bronze import (
     GROUP_ID,
     BronzeError,
-    _Batch,
-    _Loader,
+    BronzeSink,
     app_id,
     event_dates,
     run_bronze,
@@ -112,12 +112,15 @@ def test_a_batch_overlapping_bronze_is_trimmed(settings: Settings) -> None:
     sent = batchkit.produce(settings, lines(40), partitions=1)
     run_bronze(settings, until_idle=0.5, partitions=())
     # A retried batch: offsets 30..49 of partition 0, of which 30..39 are written already.
-    loader = _Loader(settings, 100, 1.0, None)
+    sink = BronzeSink(settings)
     offsets = np.arange(30, 50, dtype=np.int64)
     values = [batchkit.record(MS + int(o), "x" * 24, int(o)) for o in offsets]
-    loader._write(_Batch(np.zeros(20, np.int32), offsets, np.full(20, READ_MS, np.int64),
-                         pa.array([None] * 20, pa.binary()), pa.array(values, pa.binary())))
-    assert (loader.summary.trimmed, loader.summary.written) == (10, 10)
+    rows = pa.Table.from_arrays(
+        [pa.array(values, pa.binary()), pa.array(np.zeros(20, np.int32)), pa.array(offsets),
+         pa.array(np.full(20, READ_MS, np.int64)), pa.array([None] * 20, pa.binary())],
+        schema=RECORD_SCHEMA)
+    sink.write(Batch(rows, {0: PartitionEnd(50, "")}, {0: 40}))
+    assert (sink.summary.trimmed, sink.summary.written) == (10, 10)
     assert positions(settings) == {0: list(range(50))}
     assert len(sent) == 40
 

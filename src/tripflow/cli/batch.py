@@ -88,18 +88,6 @@ def _progress(description: str, total: bool = True) -> Iterator[Callable[..., No
         yield update
 
 
-def parse_partitions(text: str | None) -> tuple[int, ...] | None:
-    """None → group mode; "all" → every partition; "0,2" → those."""
-    if text is None:
-        return None
-    if text.strip().lower() == "all":
-        return ()
-    try:
-        return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
-    except ValueError:
-        raise ValueError(f"--partitions {text!r}: expected 'all' or numbers like 0,2") from None
-
-
 def _date_option(text: str | None, changed: bool) -> list[dt.date] | None:
     if text and changed:
         raise DatesError("give --dates or --changed, not both")
@@ -120,6 +108,7 @@ def bronze(
              "tripflow-bronze (no group join delay; one loader per partition set)."),
 ) -> None:
     """Copy the topic into the lake's bronze table, exactly once (safe to kill)."""
+    from tripflow.messaging.consumer import parse_partitions
     from tripflow.processing.bronze import run_bronze
 
     with step_errors("bronze"), _progress("bronze: starting", False) as show:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 from datetime import timedelta
@@ -11,7 +10,8 @@ from datetime import timedelta
 import typer
 
 from tripflow.cli.console import console, friendly_errors
-from tripflow.processing.stream import StreamOptions, parse_partitions, run_stream
+from tripflow.messaging.consumer import parse_partitions, stop_on_signals
+from tripflow.processing.stream import StreamOptions, run_stream
 from tripflow.settings import get_settings
 
 
@@ -38,19 +38,10 @@ def stream(
         format="%(asctime)s %(levelname)s %(message)s")
     if not verbose:
         logging.getLogger("psycopg").setLevel(logging.WARNING)
-    options = StreamOptions(
-        horizon=timedelta(hours=horizon_hours), batch_max_ms=batch_ms,
-        batch_max_records=batch_records, partitions=parse_partitions(partitions))
     stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        logging.getLogger("tripflow.stream").info(
-            "%s received: finishing the current batch, then stopping",
-            signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    with friendly_errors():
+    with friendly_errors(), stop_on_signals(stop):
+        options = StreamOptions(
+            horizon=timedelta(hours=horizon_hours), batch_max_ms=batch_ms,
+            batch_max_records=batch_records, partitions=parse_partitions(partitions))
         summary = run_stream(get_settings(), until_idle, options=options, stop=stop)
     console.print(summary.line(), soft_wrap=True)

@@ -25,12 +25,15 @@ on to the high-water mark of its arenas for good.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
+
+log = logging.getLogger("tripflow.stream")
 
 _DATE = re.compile(rb'"DateCreated"\s*:\s*"\\?/Date\((\d{1,15})\)\\?/"')
 _Y2000_MS = 946_684_800_000
@@ -176,3 +179,45 @@ class PartitionBuffers:
             else:
                 self._blocked_since.pop(p, None)
         return out
+
+
+class AlignedBuffers:
+    """The consumer loop's buffers for the hot path (see tripflow.messaging.buffers):
+    fetched rows are split by partition with their event times into PartitionBuffers and
+    released up to the bound that the partitions which may still have records allow."""
+
+    def __init__(self, slack_ms: int, capacity: int, stall_s: float) -> None:
+        self.parts = PartitionBuffers(slack_ms, capacity)
+        self.capacity = capacity
+        self.stall_s = stall_s
+
+    def add(self, rows: pa.Table, values: list[bytes | None], stamps: list[int]) -> None:
+        times = list(map(event_ms, values, stamps))
+        partitions = rows["partition"].to_numpy()
+        first = int(partitions[0])
+        if (partitions == first).all():
+            self.parts.extend(first, times, rows)
+            return
+        for p in np.unique(partitions).tolist():
+            at = np.flatnonzero(partitions == p)
+            self.parts.extend(p, [times[i] for i in at.tolist()], rows.take(pa.array(at)))
+
+    def size(self, partition: int | None = None) -> int:
+        return self.parts.size(partition)
+
+    def full(self, partition: int) -> bool:
+        return self.parts.full(partition)
+
+    def drop(self, partition: int) -> None:
+        self.parts.drop(partition)
+
+    def release(self, limit: int, *, partitions: list[int],
+                may_have_more: Callable[[int], bool], now: float) -> list[pa.Table]:
+        parts = self.parts
+        released = parts.release(parts.bound(partitions, may_have_more), limit, now=now,
+                                 stall_s=self.stall_s)
+        if parts.forced:
+            log.warning("event-time alignment: partition(s) %s held back for %.0f s (a "
+                        "record dated far ahead of the other partitions?); released "
+                        "regardless", sorted(parts.forced), self.stall_s)
+        return released

@@ -48,6 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import sql
 
+from tripflow.messaging.sink import PartitionEnd
 from tripflow.processing import hot_marts, quarantine
 from tripflow.processing.hot_marts import load_statements
 from tripflow.records.parser import ParseResult
@@ -79,14 +80,6 @@ class HotOptions:
     def store_span(self) -> timedelta:
         """How far back (from the clock) the store must keep clicks."""
         return max(self.horizon, TREND_SPAN)
-
-
-@dataclass(frozen=True)
-class PartitionEnd:
-    """Where a batch leaves one partition: next offset and the last record's identity."""
-
-    next_offset: int
-    fingerprint: str
 
 
 @dataclass
@@ -123,8 +116,10 @@ def _statements(name: str) -> list[str]:
 
 _SQL = {name: _statements(f"{name}.sql") for name in (
     "hot_session", "hot_lock_offsets", "hot_insert", "hot_save_offsets", "hot_register",
-    "hot_advance",
+    "hot_advance", "hot_partitions", "hot_state", "hot_create_partition", "hot_prune",
+    "hot_batch",
 )}
+_BATCH_BEGIN, _BATCH_LOCK, _BATCH_CLOCK, _BATCH_COPY, _BATCH_REFRESH_LOCK = _SQL["hot_batch"]
 
 
 def connect(dsn: str) -> psycopg.Connection:
@@ -210,10 +205,7 @@ class HotStore:
         self._conn = None
 
     def _load_partitions(self) -> None:
-        rows = self.conn.execute(
-            "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
-            "where i.inhparent = 'tripflow.hot_clicks'::regclass"
-        ).fetchall()
+        rows = self.conn.execute(_SQL["hot_partitions"][0]).fetchall()
         self.conn.commit()
         self._partitions = {
             datetime.strptime(name[len(_PARTITION_PREFIX):], "%Y%m%d").date()
@@ -221,7 +213,7 @@ class HotStore:
         }
 
     def _read_state(self) -> None:
-        row = self.conn.execute("select clock, store_from from tripflow.hot_state").fetchone()
+        row = self.conn.execute(_SQL["hot_state"][0]).fetchone()
         self.conn.commit()
         if row is not None:
             self.clock, self.store_from = row
@@ -249,16 +241,15 @@ class HotStore:
             return
         conn = self.conn
         started = time.perf_counter()
+        timeout, lock, create = _SQL["hot_create_partition"]
         with conn.transaction():
-            conn.execute("set local lock_timeout = '10s'")
-            conn.execute("select pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+            conn.execute(timeout)
+            conn.execute(lock, {"lock": PARTITION_LOCK})
             for day in missing:
-                conn.execute(sql.SQL(
-                    "create table if not exists tripflow.{} partition of tripflow.hot_clicks "
-                    "for values from ({}) to ({})"
-                ).format(sql.Identifier(partition_name(day)),
-                         sql.Literal(_day_start(day)),
-                         sql.Literal(_day_start(day + timedelta(days=1)))))
+                conn.execute(sql.SQL(create).format(  # type: ignore[arg-type]
+                    name=sql.Identifier(partition_name(day)),
+                    start=sql.Literal(_day_start(day)),
+                    end=sql.Literal(_day_start(day + timedelta(days=1)))))
         self._partitions.update(missing)
         log.debug("created hot store partitions %s in %.0f ms", ", ".join(map(str, missing)),
                   (time.perf_counter() - started) * 1000)
@@ -279,29 +270,27 @@ class HotStore:
         conn = self.conn
         dropped: list[date] = []
         started = time.perf_counter()
+        timeout, lock, drop, advance = _SQL["hot_prune"]
         with conn.transaction():
-            conn.execute("set local lock_timeout = '10s'")
-            conn.execute("select pg_advisory_xact_lock(%s)", (PRUNE_LOCK,))
-            row = conn.execute("select clock, store_from from tripflow.hot_state").fetchone()
+            conn.execute(timeout)
+            conn.execute(lock, {"lock": PRUNE_LOCK})
+            row = conn.execute(_SQL["hot_state"][0]).fetchone()
             clock = row[0] if row else None
             if clock is None:
                 return dropped
             cutoff_ts = clock - self.options.store_span
             cutoff = cutoff_ts.date()  # the first day that must stay
-            names = [name for (name,) in conn.execute(
-                "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
-                "where i.inhparent = 'tripflow.hot_clicks'::regclass").fetchall()]
+            names = [name for (name,) in conn.execute(_SQL["hot_partitions"][0]).fetchall()]
             for name in names:
                 if not name.startswith(_PARTITION_PREFIX):
                     continue
                 day = datetime.strptime(name[len(_PARTITION_PREFIX):], "%Y%m%d").date()
                 if day < cutoff:
-                    conn.execute(sql.SQL("drop table if exists tripflow.{}").format(
-                        sql.Identifier(name)))
+                    conn.execute(sql.SQL(drop).format(  # type: ignore[arg-type]
+                        name=sql.Identifier(name)))
                     dropped.append(day)
             store_from = conn.execute(
-                "update tripflow.hot_state set store_from = greatest(store_from, %s) "
-                "returning store_from", (_day_start(cutoff),)).fetchone()
+                advance, {"store_from": _day_start(cutoff)}).fetchone()
         self.clock, self.store_from = clock, store_from[0] if store_from else None
         self._partitions.difference_update(dropped)
         if dropped:
@@ -352,17 +341,16 @@ class HotStore:
         params = {"group": options.group_id, "topic": self.topic, "partitions": partitions}
         fenced: dict[int, int | None] | None = None
         with conn.transaction():
-            # No need to wait for the WAL flush: the offsets are in the same transaction, so
-            # if a server crash loses it, it loses the offsets too and the batch is read
-            # again from Kafka. Exactly once either way, and commits are much cheaper.
-            conn.execute("set local synchronous_commit = off")
-            conn.execute("select pg_advisory_xact_lock_shared(%s)", (PRUNE_LOCK,))
+            # No WAL flush wait (see hot_batch.sql): exactly once either way, and commits
+            # are much cheaper.
+            conn.execute(_BATCH_BEGIN)
+            conn.execute(_BATCH_LOCK, {"prune_lock": PRUNE_LOCK})
             conn.execute(_SQL["hot_register"][0], params)  # rows to lock (assignment made them)
             stored = dict(conn.execute(_SQL["hot_lock_offsets"][0], params).fetchall())
             if any(stored.get(p) != expected.get(p) for p in partitions):
                 fenced = stored
                 raise psycopg.Rollback()  # nothing was written
-            clock = conn.execute("select clock from tripflow.hot_state").fetchone()[0]
+            clock = conn.execute(_BATCH_CLOCK).fetchone()[0]
             lap("fence")
 
             threshold_ms = self._threshold_ms(clock)
@@ -371,7 +359,7 @@ class HotStore:
             to_store = clicks if counts.late == 0 else clicks.filter(pa.array(keep))
             if to_store.num_rows:
                 with conn.cursor() as cur:
-                    with cur.copy("copy hot_stage from stdin (format csv)") as copy:
+                    with cur.copy(_BATCH_COPY) as copy:
                         copy.write(_stage_csv(to_store))
                     lap("copy")
                     cur.execute(_SQL["hot_insert"][0])
@@ -389,7 +377,7 @@ class HotStore:
             })
             lap("offsets")
 
-            conn.execute("select pg_advisory_xact_lock(%s)", (REFRESH_LOCK,))
+            conn.execute(_BATCH_REFRESH_LOCK, {"refresh_lock": REFRESH_LOCK})
             lap("refresh_lock")
             clock, store_from = conn.execute(_SQL["hot_advance"][0], {
                 "records": counts.records, "new": counts.new, "duplicates": counts.duplicates,
