@@ -29,6 +29,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tripflow import services
+from tripflow.db import sqlfiles
 from tripflow.services.procs import write_secret
 from tripflow.settings import Settings
 
@@ -39,6 +40,7 @@ DEFAULT_DATABASE = "tripflow"
 _SAFE_NAME = re.compile(r"^[a-z0-9_]+$")
 _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_SQL = sqlfiles.queries("db", "catalog.sql")
 # Serialises concurrent `migrate` calls (several workers starting at once).
 _MIGRATION_LOCK = 7_312_645_001
 
@@ -114,18 +116,9 @@ def migrate(dsn: str, reader: str | None = None) -> list[str]:
         conn.execute("select pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
             conn.execute("create schema if not exists tripflow")
-            conn.execute(
-                """create table if not exists tripflow.schema_migrations (
-                       version    integer primary key,
-                       name       text not null,
-                       checksum   text not null,
-                       applied_at timestamptz not null default now())"""
-            )
-            # This database's read-only role (the one row), so that a change of role
-            # (TRIPFLOW_READER_ROLE) moves the grants from the one before.
-            conn.execute("create table if not exists tripflow.reader_roles "
-                         "(role text primary key)")
-            done = {v for (v,) in conn.execute("select version from tripflow.schema_migrations")}
+            conn.execute(_SQL["create_migrations"])
+            conn.execute(_SQL["create_reader_roles"])
+            done = {v for (v,) in conn.execute(_SQL["applied_versions"])}
             _create_reader(conn, reader)
             for migration in migrations():
                 if migration.version in done:
@@ -133,11 +126,8 @@ def migrate(dsn: str, reader: str | None = None) -> list[str]:
                 with conn.transaction():
                     conn.execute(migration.sql)
                     _own_reader_grants(conn, reader)
-                    conn.execute(
-                        "insert into tripflow.schema_migrations (version, name, checksum) "
-                        "values (%s, %s, %s)",
-                        (migration.version, migration.name, migration.checksum),
-                    )
+                    conn.execute(_SQL["record_migration"],
+                                 (migration.version, migration.name, migration.checksum))
                 applied_now.append(migration.name)
             with conn.transaction():  # a database migrated before roles were per database
                 _own_reader_grants(conn, reader)
@@ -148,10 +138,7 @@ def migrate(dsn: str, reader: str | None = None) -> list[str]:
 
 def _create_reader(conn: psycopg.Connection, role: str) -> None:
     """Create the read-only role unless it exists; refuse a role that can do more."""
-    row = conn.execute(
-        "select rolsuper or rolcreaterole or rolcreatedb or rolbypassrls or rolreplication, "
-        "       rolname = current_user "
-        "from pg_roles where rolname = %s", (role,)).fetchone()
+    row = conn.execute(_SQL["role_powers"], (role,)).fetchone()
     if row is None:
         # Another database's migration may create it at the same moment.
         with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
@@ -169,43 +156,33 @@ def _own_reader_grants(conn: psycopg.Connection, role: str) -> None:
     what they hold in other databases."""
     target = sql.Identifier(role)
     (database,) = conn.execute("select current_database()").fetchone() or ("",)
-    connectable = conn.execute("select has_database_privilege(%s, current_database(), "
-                               "'CONNECT')", (role,)).fetchone()
+    connectable = conn.execute(_SQL["can_connect"], (role,)).fetchone()
     if not (connectable and connectable[0]):  # PUBLIC's CONNECT was revoked here
         conn.execute(sql.SQL("grant connect on database {} to {}").format(
             sql.Identifier(database), target))
-    earlier = {r for (r,) in conn.execute("select role from tripflow.reader_roles")}
+    earlier = {r for (r,) in conn.execute(_SQL["earlier_readers"])}
     for source in sorted(({READER_ROLE} | earlier) - {role}):
         _move_grants(conn, source, role, database)
-    conn.execute("delete from tripflow.reader_roles where role <> %s", (role,))
-    conn.execute("insert into tripflow.reader_roles (role) values (%s) on conflict do nothing",
-                 (role,))
+    conn.execute(_SQL["forget_readers"], (role,))
+    conn.execute(_SQL["remember_reader"], (role,))
 
 
 def _move_grants(conn: psycopg.Connection, source: str, role: str, database: str) -> None:
     old, new = sql.Identifier(source), sql.Identifier(role)
-    grantee = "(select oid from pg_roles where rolname = %s)"
-    tables = conn.execute(
-        "select n.nspname, c.relname, a.privilege_type "
-        "from pg_class c join pg_namespace n on n.oid = c.relnamespace, "
-        f"     aclexplode(c.relacl) a where a.grantee = {grantee}", (source,)).fetchall()
+    tables = conn.execute(_SQL["table_grants"], (source,)).fetchall()
     for schema, table, privilege in tables:
         conn.execute(sql.SQL("grant {} on table {} to {}").format(
             sql.SQL(privilege), sql.Identifier(schema, table), new))
     for schema, table in sorted({(schema, table) for schema, table, _ in tables}):
         conn.execute(sql.SQL("revoke all on table {} from {}").format(
             sql.Identifier(schema, table), old))
-    schemas = conn.execute(
-        "select distinct n.nspname from pg_namespace n, aclexplode(n.nspacl) a "
-        f"where a.grantee = {grantee}", (source,)).fetchall()
+    schemas = conn.execute(_SQL["schema_grants"], (source,)).fetchall()
     for (schema,) in schemas:
         conn.execute(sql.SQL("grant usage on schema {} to {}").format(
             sql.Identifier(schema), new))
         conn.execute(sql.SQL("revoke all on schema {} from {}").format(
             sql.Identifier(schema), old))
-    explicit = conn.execute(
-        "select 1 from pg_database d, aclexplode(d.datacl) a "
-        f"where d.datname = current_database() and a.grantee = {grantee}", (source,)).fetchone()
+    explicit = conn.execute(_SQL["database_grant"], (source,)).fetchone()
     if explicit:
         conn.execute(sql.SQL("revoke all on database {} from {}").format(
             sql.Identifier(database), old))

@@ -62,12 +62,14 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from tripflow import lake
+from tripflow.db import sqlfiles
 from tripflow.db.copy import copy_arrow
 from tripflow.processing.bronze import app_id
 from tripflow.processing.hotstore import PRUNE_LOCK, REFRESH_LOCK
 from tripflow.processing.stream import fingerprint
 from tripflow.settings import Settings
 
+_SQL = sqlfiles.queries("marts", "reconcile.sql")  # names MART and PENDING literally
 HOT_RETENTION_DAYS = 7
 MART = "mart_realtime_traffic_minute"
 PENDING = "tripflow.reconciliation_pending"
@@ -122,7 +124,7 @@ def dates_in_window(conn: psycopg.Connection, dates: list[dt.date],
     """The run's dates the hot mart still keeps (see the module doc)."""
     if retention_days is None or not dates:
         return sorted(dates)
-    (clock,) = conn.execute(f"select max(event_minute) from {MART}").fetchone()  # type: ignore[misc]
+    (clock,) = conn.execute(_SQL["hot_clock"]).fetchone()  # type: ignore[misc]
     newest = max(dates)
     if clock is not None:
         newest = max(newest, clock.astimezone(dt.UTC).date())
@@ -132,7 +134,7 @@ def dates_in_window(conn: psycopg.Connection, dates: list[dt.date],
 
 def pending_dates(conn: psycopg.Connection) -> list[dt.date]:
     """Dates whose reconciliation an earlier run deferred."""
-    return [d for (d,) in conn.execute(f"select event_date from {PENDING} order by 1")]
+    return [d for (d,) in conn.execute(_SQL["pending_dates"])]
 
 
 # -- what the hot path counted ------------------------------------------------------------
@@ -149,9 +151,7 @@ class HotPosition:
 def hot_positions(conn: psycopg.Connection, topic: str) -> list[HotPosition]:
     """The hot path's committed positions in `topic` (every consumer group: each one's
     clicks are in the hot marts), leaving out partitions where nothing was committed."""
-    return [HotPosition(p, n, f) for p, n, f in conn.execute(
-        "select distinct partition, next_offset, fingerprint from tripflow.hot_offsets "
-        "where topic = %s and next_offset > 0 order by 1, 2, 3", (topic,))]
+    return [HotPosition(p, n, f) for p, n, f in conn.execute(_SQL["hot_positions"], (topic,))]
 
 
 # -- what silver was built from --------------------------------------------------------------
@@ -178,8 +178,7 @@ class SilverState:
 
 def silver_state(conn: psycopg.Connection) -> SilverState | None:
     """Read it BEFORE opening the silver table the run reads (see `silver_sources`)."""
-    row = conn.execute("select input_table, input_version, updated_at from "
-                       "tripflow.batch_state where step = %s", (SILVER_STEP,)).fetchone()
+    row = conn.execute(_SQL["silver_state"], (SILVER_STEP,)).fetchone()
     return SilverState(row[0], int(row[1]), row[2]) if row else None
 
 
@@ -321,20 +320,12 @@ def _by_content(conn: psycopg.Connection, keys: pa.Table, dates: list[dt.date],
     silver rows read); the reasons for the others go to `result`."""
     if not dates:
         return []
-    conn.execute("create temp table if not exists reconcile_keys (dedup_key text primary key)"
-                 " on commit delete rows")
+    conn.execute(_SQL["keys_stage"])
     conn.execute("delete from reconcile_keys")
     copy_arrow(conn, "reconcile_keys", pa.table({"dedup_key": pc.unique(
         keys.column("dedup_key").combine_chunks())}))
     conn.execute("analyze reconcile_keys")
-    missing = conn.execute(
-        """select (h.event_ts at time zone 'UTC')::date, h.kafka_partition, count(*),
-                  max(h.kafka_offset)
-           from tripflow.hot_clicks h
-           where h.event_ts >= %(low)s and h.event_ts < %(high)s
-             and (h.event_ts at time zone 'UTC')::date = any(%(dates)s)
-             and not exists (select 1 from reconcile_keys k where k.dedup_key = h.dedup_key)
-           group by 1, 2""", _span(dates)).fetchall()
+    missing = conn.execute(_SQL["missing_clicks"], _span(dates)).fetchall()
     lacking = set()
     for day, partition, count, offset in missing:
         lacking.add(day)
@@ -359,7 +350,7 @@ def _span(dates: list[dt.date]) -> dict[str, object]:
 def split_by_store(conn: psycopg.Connection, dates: list[dt.date]
                    ) -> tuple[list[dt.date], list[dt.date]]:
     """(dates the hot store holds whole, dates it pruned: from `hot_state.store_from`)."""
-    row = conn.execute("select store_from from tripflow.hot_state").fetchone()
+    row = conn.execute(_SQL["store_from"]).fetchone()
     kept_from = row[0].astimezone(dt.UTC).date() if row and row[0] is not None else None
     return ([d for d in dates if kept_from is None or d >= kept_from],
             [d for d in dates if kept_from is not None and d < kept_from])
@@ -396,14 +387,11 @@ def reconcile_checked(conn: psycopg.Connection, topic: str, minutes: pa.Table, k
     result.expired = sorted(expired or [])
     done = result.dates + result.expired
     if done:
-        conn.execute(f"delete from {PENDING} where event_date = any(%s)", (done,))
+        conn.execute(_SQL["pending_clear"], (done,))
     if result.pending:
         with conn.cursor() as cur:
-            cur.executemany(
-                f"insert into {PENDING} as p (event_date, reason) values (%s, %s) "
-                "on conflict (event_date) do update set deferred_at = now(), "
-                "reason = excluded.reason",
-                [(d, result.reason_detail()) for d in result.pending])
+            cur.executemany(_SQL["pending_store"],
+                            [(d, result.reason_detail()) for d in result.pending])
     return result
 
 
@@ -416,39 +404,15 @@ def reconcile(conn: psycopg.Connection, minutes: pa.Table, dates: list[dt.date])
     day = pc.cast(pc.cast(minutes.column("event_minute"), pa.timestamp("ms")), pa.date32())
     wanted = pc.is_in(day, pa.array(dates, pa.date32()))
     minutes, day = minutes.filter(wanted), day.filter(wanted)
-    conn.execute(
-        "create temp table if not exists reconcile_stage (event_minute timestamptz primary key,"
-        " total_clicks bigint, unique_sessions bigint, unique_docs bigint)"
-        " on commit delete rows")
+    conn.execute(_SQL["minutes_stage"])
     conn.execute("delete from reconcile_stage")
     copy_arrow(conn, "reconcile_stage", minutes.select(
         ["event_minute", "total_clicks", "unique_sessions", "unique_docs"]))
     low = dt.datetime.combine(min(dates), dt.time(), dt.UTC)
     high = dt.datetime.combine(max(dates) + dt.timedelta(days=1), dt.time(), dt.UTC)
-    deleted = conn.execute(
-        f"""delete from {MART} m
-            where m.event_minute >= %(low)s and m.event_minute < %(high)s
-              and (m.event_minute at time zone 'UTC')::date = any(%(dates)s)
-              and not exists (select 1 from reconcile_stage s
-                              where s.event_minute = m.event_minute)
-            returning (m.event_minute at time zone 'UTC')::date""",
-        {"low": low, "high": high, "dates": dates},
-    ).fetchall()
-    changed = conn.execute(
-        f"""insert into {MART} as m (event_minute, total_clicks, unique_sessions, unique_docs,
-                                     updated_at)
-            select event_minute, total_clicks, unique_sessions, unique_docs, now()
-            from reconcile_stage order by event_minute
-            on conflict (event_minute) do update set
-                total_clicks = excluded.total_clicks,
-                unique_sessions = excluded.unique_sessions,
-                unique_docs = excluded.unique_docs,
-                updated_at = now()
-            where (m.total_clicks, m.unique_sessions, m.unique_docs)
-                  is distinct from (excluded.total_clicks, excluded.unique_sessions,
-                                    excluded.unique_docs)
-            returning (m.event_minute at time zone 'UTC')::date""",
-    ).fetchall()
+    deleted = conn.execute(_SQL["minutes_delete"],
+                           {"low": low, "high": high, "dates": dates}).fetchall()
+    changed = conn.execute(_SQL["minutes_upsert"]).fetchall()
     per_date = {d: [0, 0, 0] for d in dates}
     for item in pc.value_counts(day).to_pylist():
         per_date[item["values"]][0] = item["counts"]
@@ -457,11 +421,7 @@ def reconcile(conn: psycopg.Connection, minutes: pa.Table, dates: list[dt.date])
     for (d,) in deleted:
         per_date[d][2] += 1
     with conn.cursor() as cur:
-        cur.executemany(
-            "insert into tripflow.reconciliation (event_date, minutes_in_silver, "
-            "minutes_changed, minutes_deleted) values (%s, %s, %s, %s)",
-            [(d, *figures) for d, figures in sorted(per_date.items())],
-        )
+        cur.executemany(_SQL["record"], [(d, *figures) for d, figures in sorted(per_date.items())])
     result.minutes_in_silver = sum(v[0] for v in per_date.values())
     result.minutes_changed = sum(v[1] for v in per_date.values())
     result.minutes_deleted = sum(v[2] for v in per_date.values())

@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
 from tripflow import db, lake
+from tripflow.db import sqlfiles
 from tripflow.processing import quarantine
 from tripflow.processing.bronze import read_times
 from tripflow.processing.runlog import logged_run
@@ -62,6 +63,7 @@ _BRONZE_COLUMNS = ["topic", "partition", "offset", "kafka_timestamp", "value", "
                    "event_date"]
 # Dates are rebuilt in groups of about this many bronze rows: one parse and one Delta
 # commit per group keeps a multi-year backfill to a few dozen commits with bounded memory.
+_SQL = sqlfiles.queries("processing", "silver.sql")
 CHUNK_ROWS = 400_000
 STATE_STEP = "silver"
 UNDATED_STEP = "silver-undated"
@@ -164,22 +166,14 @@ def _date_range(dates: list[dt.date]) -> str | None:
 def read_state(conn: psycopg.Connection, step: str, table: DeltaTable) -> int | None:
     """The version of `table` the last incremental `step` read; None when it never read
     this table (a lake table recreated under the same path has a new id)."""
-    row = conn.execute(
-        "select input_table, input_version from tripflow.batch_state where step = %s", (step,)
-    ).fetchone()
+    row = conn.execute(_SQL["read_state"], (step,)).fetchone()
     if row is None or row[0] != table.metadata().id:
         return None
     return int(row[1])
 
 
 def write_state(conn: psycopg.Connection, step: str, table: DeltaTable) -> None:
-    conn.execute(
-        "insert into tripflow.batch_state (step, input_table, input_version) "
-        "values (%s, %s, %s) on conflict (step) do update set "
-        "input_table = excluded.input_table, input_version = excluded.input_version, "
-        "updated_at = now()",
-        (step, table.metadata().id, table.version()),
-    )
+    conn.execute(_SQL["write_state"], (step, table.metadata().id, table.version()))
 
 
 def _chunks(dates: list[dt.date], rows: dict[dt.date | None, int],
