@@ -33,11 +33,13 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from tripflow.records import rules
+
 log = logging.getLogger("tripflow.stream")
 
-_DATE = re.compile(rb'"DateCreated"\s*:\s*"\\?/Date\((\d{1,15})\)\\?/"')
-_Y2000_MS = 946_684_800_000
-_DAY_MS = 86_400_000
+# DateCreated in the raw bytes; at most 15 digits: a longer value (beyond the year 33000)
+# is never a plausible event time, even without a read time to compare it with.
+_DATE = re.compile((rules.DATE_CREATED_KEY + r'\\?/Date\((\d{1,15})\)\\?/"').encode())
 _NO_TIME = -(2**62)  # a record without a usable event time: never holds anything back
 _ALWAYS = 2**62
 
@@ -51,7 +53,8 @@ def event_ms(value: bytes | None, read_ms: int | None) -> int | None:
     if match is None:
         return None
     ms = int(match.group(1))
-    if ms < _Y2000_MS or (read_ms is not None and read_ms > 0 and ms - _DAY_MS > read_ms):
+    if ms < rules.EARLIEST_EVENT_MS or (read_ms is not None and read_ms > 0
+                                        and not rules.plausible(ms, read_ms)):
         return None
     return ms
 

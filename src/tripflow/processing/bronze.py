@@ -48,6 +48,7 @@ from tripflow import db, lake
 from tripflow.messaging.consumer import ConsumerOptions, ExactlyOnceConsumer, stop_on_signals
 from tripflow.messaging.sink import Batch, SinkBase, Stored, Written, fingerprint
 from tripflow.processing.runlog import logged_run
+from tripflow.records import rules
 from tripflow.records.parser import parse_batch
 from tripflow.settings import Settings
 
@@ -73,15 +74,13 @@ BRONZE_SCHEMA = pa.schema(
     ]
 )
 
-ONE_DAY_MS = 86_400_000
 # Dates the parser rejects (too_old, in_future) are no partition: see event_dates().
-_MIN_MS = 946_684_800_000  # 2000-01-01
 # Fast path: `"DateCreated"` is the object's *first* key (as in every TripClick file), with a
 # `/Date(ms)/` value (`/` optionally escaped as `\/`). The parser reads the first occurrence
 # of a repeated key, and nothing nested can come before the first key, so when this matches
 # the parser finds the same value. 18 digits always fit an int64. Only the head of the
 # record is searched: it is where the key is, and it keeps the regex cheap.
-_DATE_PATTERN = r'^\s*\[?\s*\{\s*"DateCreated"\s*:\s*"\\?/Date\((?P<ms>[0-9]{1,18})\)\\?/"'
+_DATE_PATTERN = r"^\s*\[?\s*\{\s*" + rules.DATE_CREATED_KEY + rules.DATE_CREATED_RAW
 _HEAD_BYTES = 96
 
 
@@ -108,14 +107,14 @@ def event_dates(values: pa.Array, read_ms: pa.Array) -> pa.Array:
     found = pc.struct_field(pc.extract_regex(head, _DATE_PATTERN), "ms")
     ms = found.cast(pa.string()).cast(pa.int64())
     ok = pc.fill_null(
-        pc.and_(pc.greater_equal(ms, _MIN_MS),
-                pc.less_equal(pc.subtract(ms, ONE_DAY_MS), read_ms)),
+        pc.and_(pc.greater_equal(ms, rules.EARLIEST_EVENT_MS),
+                pc.less_equal(pc.subtract(ms, rules.FUTURE_TOLERANCE_MS), read_ms)),
         False,
     )
     ok_np = ok.to_numpy(zero_copy_only=False)
     days = np.zeros(len(values), dtype=np.int32)
     if ok_np.any():
-        days[ok_np] = (pc.filter(ms, ok).to_numpy() // ONE_DAY_MS).astype(np.int32)
+        days[ok_np] = (pc.filter(ms, ok).to_numpy() // rules.ONE_DAY_MS).astype(np.int32)
     known = ok_np.copy()
     doubtful = np.flatnonzero(~ok_np)
     if doubtful.size:

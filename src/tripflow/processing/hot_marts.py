@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import TYPE_CHECKING
 
 import psycopg
+
+from tripflow.db import sqlfiles
 
 if TYPE_CHECKING:
     from tripflow.processing.hotstore import HotOptions
@@ -27,26 +28,8 @@ EPISODE_WINDOW = timedelta(minutes=5)
 _NO_LOWER_BOUND = datetime(1, 1, 1, tzinfo=UTC)
 
 
-def load_statements(folder: str, name: str) -> list[str]:
-    """The statements of a .sql file in `folder` (relative to the tripflow package): split
-    after lines ending in ';' (comments kept)."""
-    text = resources.files("tripflow").joinpath(folder, name).read_text()
-    statements: list[str] = []
-    current: list[str] = []
-    for line in text.splitlines():
-        current.append(line)
-        stripped = line.strip()
-        if stripped.endswith(";") and not stripped.startswith("--"):
-            statements.append("\n".join(current).strip())
-            current = []
-    rest = "\n".join(current).strip()
-    if rest and not all(ln.strip().startswith("--") or not ln.strip() for ln in current):
-        statements.append(rest)
-    return statements
-
-
 def _load() -> dict[str, list[str]]:
-    return {name: load_statements("marts/hot", f"{name}.sql") for name in (
+    return {name: sqlfiles.statements("marts/hot", f"{name}.sql") for name in (
         "traffic_minute", "top_docs_1h", "clinical_trend_24h", "anomaly_sessions")}
 
 

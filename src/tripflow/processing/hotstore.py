@@ -48,9 +48,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import sql
 
+from tripflow.db import sqlfiles
 from tripflow.messaging.sink import PartitionEnd
 from tripflow.processing import hot_marts, quarantine
-from tripflow.processing.hot_marts import load_statements
+from tripflow.records import rules
 from tripflow.records.parser import ParseResult
 
 log = logging.getLogger("tripflow.stream")
@@ -111,7 +112,7 @@ class CommitResult:
 
 
 def _statements(name: str) -> list[str]:
-    return load_statements("processing/sql", name)
+    return sqlfiles.statements("processing/sql", name)
 
 
 _SQL = {name: _statements(f"{name}.sql") for name in (
@@ -331,9 +332,9 @@ class HotStore:
         # Partitions for every day this batch may store (the clock only grows, so the
         # threshold inside the transaction is at least this one).
         threshold_ms = self._threshold_ms(self.clock)
-        keep_days = event_ms[event_ms >= threshold_ms] // 86_400_000
+        keep_days = event_ms[event_ms >= threshold_ms] // rules.ONE_DAY_MS
         self.ensure_partitions(
-            date.fromordinal(int(d) + 719_163) for d in np.unique(keep_days))
+            date.fromordinal(int(d) + rules.UNIX_EPOCH_ORDINAL) for d in np.unique(keep_days))
         lap("partitions")
 
         counts = BatchCounts(records=records, clicks=clicks.num_rows)

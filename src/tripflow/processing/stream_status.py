@@ -10,13 +10,13 @@ from datetime import datetime
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from tripflow import db
+from tripflow.db import sqlfiles
 from tripflow.messaging.config import consumer_config
-from tripflow.processing.hot_marts import load_statements
 from tripflow.processing.hotstore import DEFAULT_GROUP
 from tripflow.processing.stream_sink import first_line
 from tripflow.settings import Settings
 
-_SQL = load_statements("processing/sql", "hot_status.sql")
+_SQL = sqlfiles.statements("processing/sql", "hot_status.sql")
 
 
 @dataclass

@@ -124,7 +124,7 @@ WITH cleaned AS (
           FROM cleaned)
 ), typed AS (
     SELECT *,
-        regexp_extract(DateCreated, '^/Date\(([0-9]+)\)/$', 1) AS date_digits,
+        regexp_extract(DateCreated, '@DATE_CREATED_VALUE@', 1) AS date_digits,
         try_cast(date_digits AS BIGINT) AS ms,
         -- U+0000 comes only as the escape \u0000 (a raw one is not JSON): look further
         -- only in records whose text holds that escape
@@ -174,6 +174,9 @@ SELECT
         'read_ms': read_ms} END AS evidence
 FROM checked
 """
+# DateCreated's form, from the rules (a literal in the statement: a constant pattern is
+# compiled once).
+_PARSE_SQL = _PARSE_SQL.replace("@DATE_CREATED_VALUE@", rules.DATE_CREATED_VALUE)
 
 
 def _time_text(epoch_ms: int) -> str:
