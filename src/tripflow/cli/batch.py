@@ -22,7 +22,6 @@ from tripflow.cli.console import (
     expected_error,
     friendly_errors,
 )
-from tripflow.settings import get_settings
 
 
 class DatesError(ValueError):
@@ -113,7 +112,7 @@ def bronze(
 
     with step_errors("bronze"), _progress("bronze: starting", False) as show:
         summary = run_bronze(
-            get_settings(), until_idle, max_batch_rows=batch_rows,
+            command_settings(kafka=True), until_idle, max_batch_rows=batch_rows,
             max_batch_seconds=batch_seconds, partitions=parse_partitions(partitions),
             on_progress=lambda s: show(f"bronze: {s.records:,} read, {s.written:,} written"))
     console.print(summary.line(), soft_wrap=True)

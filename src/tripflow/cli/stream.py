@@ -9,10 +9,9 @@ from datetime import timedelta
 
 import typer
 
-from tripflow.cli.console import console, friendly_errors
+from tripflow.cli.console import command_settings, console, friendly_errors
 from tripflow.messaging.consumer import parse_partitions, stop_on_signals
 from tripflow.processing.stream import StreamOptions, run_stream
-from tripflow.settings import get_settings
 
 
 def stream(
@@ -43,5 +42,6 @@ def stream(
         options = StreamOptions(
             horizon=timedelta(hours=horizon_hours), batch_max_ms=batch_ms,
             batch_max_records=batch_records, partitions=parse_partitions(partitions))
-        summary = run_stream(get_settings(), until_idle, options=options, stop=stop)
+        summary = run_stream(command_settings(kafka=True), until_idle, options=options,
+                             stop=stop)
     console.print(summary.line(), soft_wrap=True)
