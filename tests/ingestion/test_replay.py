@@ -9,7 +9,8 @@ import time
 import pytest
 
 from tripflow.ingestion.admin import IngestionError
-from tripflow.ingestion.producer import _feed_replay, _Reading, _resolve_rebase
+from tripflow.ingestion.feed import Reading, feed_replay
+from tripflow.ingestion.producer import _resolve_rebase
 from tripflow.ingestion.replay import ReorderBuffer, ReplayClock
 from tripflow.ingestion.server import decode_batch
 from tripflow.ingestion.unsent import UnsentLines
@@ -140,8 +141,8 @@ def test_scheduler_releases_in_event_time_order_on_time_across_servers() -> None
     log: list[tuple[float, int, bytes]] = []
     team = [_FakeServer(log, i) for i in range(3)]
     speed = 2_000
-    _feed_replay([("2016-01-01.json", number, line) for number, (line, _) in enumerate(lines, 1)],
-                 team, threading.Event(), _Reading(), ReplayClock(speed), False, HOUR,
+    feed_replay([("2016-01-01.json", number, line) for number, (line, _) in enumerate(lines, 1)],
+                 team, threading.Event(), Reading(), ReplayClock(speed), False, HOUR,
                  UnsentLines(Settings(), limit=1_000_000))
 
     event_of = dict(lines)

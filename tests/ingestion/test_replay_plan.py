@@ -29,7 +29,7 @@ from tripflow.ingestion import (
     produce,
     replay_server,
 )
-from tripflow.ingestion.producer import _feed_replay, _Reading
+from tripflow.ingestion.feed import Reading, feed_replay
 from tripflow.ingestion.replay import ReplayClock
 from tripflow.ingestion.server import decode_batch
 from tripflow.ingestion.unsent import UnsentLines
@@ -277,12 +277,12 @@ def click(session: str, event_ms: int, document: int = 1) -> bytes:
 
 
 def replayed(lines: list[bytes], anchor: ReplayAnchor, servers: list[int | None],
-             speed: float = 1_000) -> tuple[dict[int, list[bytes]], _Reading]:
+             speed: float = 1_000) -> tuple[dict[int, list[bytes]], Reading]:
     """What each listed server of a run sent, the others (None) passed over."""
     sent: dict[int, list[bytes]] = {i: [] for i in servers if i is not None}
     team = [_FakeServer(sent[i]) if i is not None else None for i in servers]
-    reading = _Reading()
-    _feed_replay([("2016-01-01.json", number, line) for number, line in enumerate(lines, 1)],
+    reading = Reading()
+    feed_replay([("2016-01-01.json", number, line) for number, line in enumerate(lines, 1)],
                  team, threading.Event(), reading, ReplayClock(speed, anchor=anchor),
                  anchor.rebase_ms is not None, 3_600_000,
                  UnsentLines(Settings(), limit=1_000_000), now_ms=anchor.start_wall_ms)

@@ -19,7 +19,11 @@ Shape of a run (`produce`):
   list every server send every line exactly once; with one ReplayAnchor they follow
   one event-time schedule (see plan.py: one Airflow task per web server).
 - Every produce() is counted as sent, every delivery report as delivered or failed.
-  Ctrl-C (or SIGTERM) stops reading, lets the servers flush what they hold, and reports.
+  Ctrl-C (or SIGTERM) stops reading, lets the servers flush what they hold, and reports;
+  a second one stops waiting for that flush.
+
+The reading and the hand-over to servers are in feed.py; a server process in
+server.py (its side) and server_process.py (the reader's side).
 
 Values are the lines' bytes unchanged (bad lines too: downstream quarantines them);
 only a replay with `rebase` rewrites DateCreated of clicks, adding OriginalDateCreated.
@@ -27,33 +31,20 @@ only a replay with `rebase` rewrites DateCreated of clicks, adding OriginalDateC
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import operator
-import os
-import pickle
 import signal
-import subprocess
-import sys
-import tarfile
-import tempfile
 import threading
 import time
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
-from xxhash import xxh64_intdigest
-
-import tripflow
 from tripflow.ingestion.admin import (
     DEFAULT_CONNECT_TIMEOUT_S,
     IngestionError,
@@ -61,29 +52,20 @@ from tripflow.ingestion.admin import (
     ensure_topic,
     message_limit,
 )
-from tripflow.ingestion.lines import (
-    identify,
-    inspect_line,
-    is_click,
-    rebased_line,
-    server_of,
-)
-from tripflow.ingestion.replay import ONE_DAY_MS, ReorderBuffer, ReplayAnchor, ReplayClock
-from tripflow.ingestion.server import ServerReport, ServerSpec, encode_batch, write_frame
-from tripflow.ingestion.unsent import HEADROOM, UnsentLines
+from tripflow.ingestion.feed import INPUT_ERRORS, Reading, feed_bulk, feed_replay, open_input
+from tripflow.ingestion.replay import ONE_DAY_MS, ReplayAnchor, ReplayClock
+from tripflow.ingestion.server import ServerReport, ServerSpec
+from tripflow.ingestion.server_process import ServerProcess
+from tripflow.ingestion.unsent import UnsentLines
 from tripflow.messaging.config import producer_config
-from tripflow.records.dedup import dedup_key
-from tripflow.records.readers import LineCounts, LogLine, iter_log_lines
+from tripflow.records.readers import LineCounts
 from tripflow.settings import Settings
 
 _log = logging.getLogger(__name__)
 
-BATCH = 2000  # lines per hand-over to a server in bulk mode
-# What a damaged file or archive raises while it is read.
-_INPUT_ERRORS = (OSError, EOFError, tarfile.TarError, zlib.error)
+_INPUT_ERRORS = INPUT_ERRORS  # (plan.py imports it from here)
 FLUSH_ON_STOP_S = 30.0  # after Ctrl-C: how long servers wait for in-flight deliveries
 SERVER_START_TIMEOUT_S = 60.0
-PIPE_BYTES = 1 << 20  # the most an unprivileged process may ask for, by default
 
 
 class Mode(StrEnum):
@@ -184,101 +166,6 @@ class ProduceSummary:
         return text
 
 
-class _ServerProcess:
-    """The reader's side of one server process (see server.py for the protocol)."""
-
-    def __init__(self, spec: ServerSpec) -> None:
-        self.index = spec.index
-        self.report = ServerReport()
-        # Kept until finish()/kill(): read only if the server breaks.
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
-        env = dict(os.environ)
-        # The child finds this very tripflow, however the caller set up its sys.path.
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(Path(tripflow.__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
-        ).rstrip(os.pathsep)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tripflow.ingestion.server"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
-            start_new_session=True,  # Ctrl-C reaches the reader only; it tells the servers
-        )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self._stdin, self._stdout = self.process.stdin, self.process.stdout
-        with suppress(AttributeError, OSError):  # Linux: a batch in a few writes, not 15
-            fcntl.fcntl(self._stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        self.ready = threading.Event()
-        self._reports = threading.Thread(target=self._read_reports, daemon=True,
-                                         name=f"tripflow-server-{spec.index}-reports")
-        self._reports.start()
-        self.put(pickle.dumps(asdict(spec)))  # plain values: the child rebuilds the spec
-
-    def _read_reports(self) -> None:
-        try:
-            for line in self._stdout:
-                try:
-                    self.report = ServerReport(**json.loads(line))
-                except (ValueError, TypeError):
-                    continue  # not ours (a library printing): ignore
-                self.ready.set()
-        finally:
-            self.ready.set()  # ended: nobody should wait for it any more
-
-    def wait_ready(self, timeout_s: float) -> None:
-        """Block until the server has its producer (so a replay's first record is not
-        late because a process was still starting)."""
-        if not self.ready.wait(timeout_s) or self.process.poll() is not None:
-            detail = self._failure_detail()
-            self.kill()
-            raise IngestionError(f"producer server {self.index} did not start: {detail}")
-
-    def put(self, payload: bytes) -> bool:
-        """Hand a frame over (blocks while the server is busy); False once it is gone."""
-        try:
-            write_frame(self._stdin, payload)
-            return True
-        except (BrokenPipeError, ValueError, OSError):
-            return False
-
-    def end_input(self) -> None:
-        try:
-            with suppress(BrokenPipeError, ValueError, OSError):
-                self._stdin.write(b"\0" * 8)  # the empty frame: end of input
-                self._stdin.flush()
-        finally:
-            with suppress(BrokenPipeError, ValueError, OSError):
-                self._stdin.close()
-
-    def signal(self, signum: int) -> None:
-        if self.process.poll() is None:
-            with suppress(ProcessLookupError):
-                self.process.send_signal(signum)
-
-    def finish(self) -> ServerReport:
-        """Wait for the server to end; its final report."""
-        self.end_input()
-        self.process.wait()
-        self._reports.join()
-        if not self.report.final:
-            self.report.crash = (f"server {self.index} ended without a report: "
-                                 f"{self._failure_detail()}")
-        self._stderr.close()
-        return self.report
-
-    def _failure_detail(self) -> str:
-        code = self.process.poll()
-        self._stderr.seek(0)
-        detail = self._stderr.read().decode(errors="replace").strip()[-2000:]
-        state = "still running" if code is None else f"exit code {code}"
-        return f"{state}{': ' + detail if detail else ''}"
-
-    def kill(self) -> None:
-        with suppress(ProcessLookupError):
-            self.process.kill()
-        self.process.wait()
-        self.end_input()
-        self._stderr.close()
-
-
 def _resolve_rebase(rebase: str | datetime | None) -> tuple[bool, int | None]:
     """(rebase?, epoch ms of the first record: None for "now", fixed at the first send)."""
     if rebase is None:
@@ -356,61 +243,20 @@ def produce(
     delivered are counted in the summary instead.
     """
     mode = Mode(mode)
-    if servers < 1:
-        raise IngestionError("--servers must be at least 1")
-    if not speed > 0:
-        raise IngestionError("--speed must be a positive number")
-    do_rebase, rebase_ms = _resolve_rebase(rebase)
-    if do_rebase and mode is not Mode.REPLAY:
-        raise IngestionError("--rebase only applies to --mode replay")
-    if anchor is not None:
-        if mode is not Mode.REPLAY:
-            raise IngestionError("a replay anchor only applies to --mode replay")
-        if do_rebase:  # one source of truth, so runs sharing the anchor cannot disagree
-            raise IngestionError("with a shared replay anchor, rebasing is set by "
-                                 "anchor.rebase_ms: leave rebase=None")
-        do_rebase = anchor.rebase_ms is not None
+    do_rebase, rebase_ms = _check_arguments(mode, servers, speed, rebase, anchor)
     chosen = _chosen_servers(only_servers, servers)
     counts = LineCounts()
-    lines = _open_input([paths] if isinstance(paths, str | Path) else list(paths), counts,
-                        settings.home_dir)
-
-    overrides: dict[str, Any] = {
-        # The Java clients' partitioner: a key lands on the same partition whichever
-        # server (or language) sends it.
-        "partitioner": "murmur2_random",
-        "log_level": 0,  # failures arrive as delivery reports and fatal errors instead
-    }
-    if mode is Mode.REPLAY:
-        overrides["linger.ms"] = 5  # a replay is about freshness, not batch size
-    specs = [
-        ServerSpec(i, settings.topic, producer_config(
-            settings, **{**overrides, "client.id": f"tripflow-server-{i}"}), FLUSH_ON_STOP_S)
-        for i in chosen
-    ]
-    # Started first: they boot while the topic is checked.
-    running = [_ServerProcess(spec) for spec in specs]
-    try:
-        topic = ensure_topic(settings, timeout_s=connect_timeout_s)
-        unsent = UnsentLines(settings, message_limit(settings, timeout_s=connect_timeout_s))
-        for server in running:
-            server.wait_ready(SERVER_START_TIMEOUT_S)
-    except BaseException:
-        for server in running:
-            server.kill()
-        raise
+    lines = open_input([paths] if isinstance(paths, str | Path) else list(paths), counts,
+                       settings.home_dir)
+    running, topic, unsent = _start_servers(settings, mode, chosen, connect_timeout_s)
     # By server index; None: another run's share (its lines are read and passed over).
-    team: list[_ServerProcess | None] = [None] * servers
+    team: list[ServerProcess | None] = [None] * servers
     for server in running:
         team[server.index] = server
-    if anchor is not None:
-        late_s = (time.time_ns() // 1_000_000 - anchor.start_wall_ms) / 1000
-        if late_s > 1:
-            _log.warning("replay run started %.1f s after the shared start: what is "
-                         "already due is sent at once until it catches up", late_s)
+    _warn_if_late(anchor)
 
     stopping = threading.Event()
-    reading = _Reading()
+    reading = Reading()
     started = time.monotonic()
 
     def snapshot() -> ProduceProgress:
@@ -422,48 +268,22 @@ def produce(
             skipped=reading.skipped,
         )
 
-    finished = threading.Event()
-    interrupts = _Interrupts()
-    watcher = threading.Thread(
-        target=_watch, name="tripflow-produce-watch", daemon=True,
-        args=(progress, snapshot, finished, interrupts, stop, stopping, running),
-    )
-    reports: list[ServerReport] = []
-    input_error: Exception | None = None
-    with _signals_counted(interrupts):
-        watcher.start()
-        try:
-            if mode is Mode.BULK:
-                _feed_bulk(lines, team, stopping, reading, unsent)
-            elif anchor is not None:
-                # "Now" for the click test is the shared start, so every run sharing
-                # the anchor schedules (and rebases) the very same lines.
-                _feed_replay(lines, team, stopping, reading, ReplayClock(speed, anchor=anchor),
-                             do_rebase, reorder_horizon_ms, unsent,
-                             now_ms=anchor.start_wall_ms)
-            else:
-                clock = ReplayClock(speed, rebase_ms)
-                _feed_replay(lines, team, stopping, reading, clock, do_rebase,
-                             reorder_horizon_ms, unsent)
-        except _INPUT_ERRORS as err:
-            input_error = err  # a file broke mid-way: what was read still gets delivered
-        finally:
-            reports = [server.finish() for server in running]
-            finished.set()
-            watcher.join()
-            unsent.flush()
-    seconds = time.monotonic() - started
+    def feed() -> None:
+        if mode is Mode.BULK:
+            feed_bulk(lines, team, stopping, reading, unsent)
+        elif anchor is not None:
+            # "Now" for the click test is the shared start, so every run sharing the
+            # anchor schedules (and rebases) the very same lines.
+            feed_replay(lines, team, stopping, reading, ReplayClock(speed, anchor=anchor),
+                        do_rebase, reorder_horizon_ms, unsent, now_ms=anchor.start_wall_ms)
+        else:
+            feed_replay(lines, team, stopping, reading, ReplayClock(speed, rebase_ms),
+                        do_rebase, reorder_horizon_ms, unsent)
 
-    crashes = [r.crash for r in reports if r.crash]
-    if crashes:
-        raise IngestionError(f"a producer server failed: {crashes[0]}")
-    if input_error is not None:
-        delivered = sum(r.delivered for r in reports)
-        raise IngestionError(
-            f"reading the input failed after {reading.read:,} lines in {reading.file} "
-            f"({input_error}); {delivered:,} records were delivered before that. Fix or "
-            "replace the file and run again: downstream deduplicates what is sent twice."
-        )
+    reports, input_error = _run_feed(feed, running, unsent, progress, snapshot, stop,
+                                     stopping)
+    seconds = time.monotonic() - started
+    _raise_failures(reports, input_error, reading)
     if progress is not None:
         progress(snapshot())
     errors: Counter[str] = Counter()
@@ -485,177 +305,103 @@ def produce(
     )
 
 
-@dataclass
-class _Reading:
-    """How far the reader is, for progress (written by the reading thread only)."""
+def _check_arguments(mode: Mode, servers: int, speed: float, rebase: str | datetime | None,
+                     anchor: ReplayAnchor | None) -> tuple[bool, int | None]:
+    """Fail on bad arguments before anything starts; (rebase?, rebase epoch ms)."""
+    if servers < 1:
+        raise IngestionError("--servers must be at least 1")
+    if not speed > 0:
+        raise IngestionError("--speed must be a positive number")
+    do_rebase, rebase_ms = _resolve_rebase(rebase)
+    if do_rebase and mode is not Mode.REPLAY:
+        raise IngestionError("--rebase only applies to --mode replay")
+    if anchor is not None:
+        if mode is not Mode.REPLAY:
+            raise IngestionError("a replay anchor only applies to --mode replay")
+        if do_rebase:  # one source of truth, so runs sharing the anchor cannot disagree
+            raise IngestionError("with a shared replay anchor, rebasing is set by "
+                                 "anchor.rebase_ms: leave rebase=None")
+        do_rebase = anchor.rebase_ms is not None
+    return do_rebase, rebase_ms
 
-    read: int = 0
-    skipped: int = 0  # lines of servers this run does not send for
-    file: str | None = None
-    first_event_ms: int | None = None
-    last_event_ms: int | None = None
 
-
-def _open_input(paths: list[str | Path], counts: LineCounts,
-                spool_dir: Path) -> Iterator[LogLine]:
-    """The reader, started: a missing or unplaceable path fails here, before anything
-    is sent or shown."""
-    if not paths:
-        raise IngestionError("no input: give day files, folders of them or a logs.tar.gz")
-    # An archive's members that come before their turn wait on disk under TRIPFLOW_HOME.
-    lines = iter_log_lines(paths, counts, spool_dir=spool_dir)
+def _start_servers(settings: Settings, mode: Mode, chosen: tuple[int, ...],
+                   connect_timeout_s: float) -> tuple[list[ServerProcess], TopicInfo, UnsentLines]:
+    """The chosen servers' processes, started first (they boot while the topic is
+    checked), the topic, and the collector of lines too large for it."""
+    overrides: dict[str, Any] = {
+        # The Java clients' partitioner: a key lands on the same partition whichever
+        # server (or language) sends it.
+        "partitioner": "murmur2_random",
+        "log_level": 0,  # failures arrive as delivery reports and fatal errors instead
+    }
+    if mode is Mode.REPLAY:
+        overrides["linger.ms"] = 5  # a replay is about freshness, not batch size
+    running: list[ServerProcess] = []
     try:
-        first = next(lines, None)
-    except (*_INPUT_ERRORS, ValueError) as err:
+        for i in chosen:
+            running.append(ServerProcess(ServerSpec(i, settings.topic, producer_config(
+                settings, **{**overrides, "client.id": f"tripflow-server-{i}"}),
+                FLUSH_ON_STOP_S)))
+        topic = ensure_topic(settings, timeout_s=connect_timeout_s)
+        unsent = UnsentLines(settings, message_limit(settings, timeout_s=connect_timeout_s))
+        for server in running:
+            server.wait_ready(SERVER_START_TIMEOUT_S)
+    except BaseException:
+        for server in running:
+            server.kill()
+        raise
+    return running, topic, unsent
+
+
+def _warn_if_late(anchor: ReplayAnchor | None) -> None:
+    if anchor is not None:
+        late_s = (time.time_ns() // 1_000_000 - anchor.start_wall_ms) / 1000
+        if late_s > 1:
+            _log.warning("replay run started %.1f s after the shared start: what is "
+                         "already due is sent at once until it catches up", late_s)
+
+
+def _run_feed(feed: Callable[[], None], running: list[ServerProcess], unsent: UnsentLines,
+              progress: Callable[[ProduceProgress], None] | None,
+              snapshot: Callable[[], ProduceProgress], caller_stop: threading.Event | None,
+              stopping: threading.Event) -> tuple[list[ServerReport], Exception | None]:
+    """Feed the servers (with signals counted and a watcher for progress and stops), then
+    end them: their final reports, and the input error that cut the reading short."""
+    finished = threading.Event()
+    interrupts = _Interrupts()
+    watcher = threading.Thread(
+        target=_watch, name="tripflow-produce-watch", daemon=True,
+        args=(progress, snapshot, finished, interrupts, caller_stop, stopping, running),
+    )
+    reports: list[ServerReport] = []
+    input_error: Exception | None = None
+    with _signals_counted(interrupts):
+        watcher.start()
+        try:
+            feed()
+        except INPUT_ERRORS as err:
+            input_error = err  # a file broke mid-way: what was read still gets delivered
+        finally:
+            reports = [server.finish() for server in running]
+            finished.set()
+            watcher.join()
+            unsent.flush()
+    return reports, input_error
+
+
+def _raise_failures(reports: list[ServerReport], input_error: Exception | None,
+                    reading: Reading) -> None:
+    crashes = [r.crash for r in reports if r.crash]
+    if crashes:
+        raise IngestionError(f"a producer server failed: {crashes[0]}")
+    if input_error is not None:
+        delivered = sum(r.delivered for r in reports)
         raise IngestionError(
-            f"cannot read the input: {err}. Give day files (YYYY-MM-DD.json), folders of "
-            "them, or a logs.tar.gz."
-        ) from None
-    return iter(()) if first is None else chain([first], lines)
-
-
-def _feed_bulk(lines: Iterable[LogLine], team: Sequence[_ServerProcess | None],
-               stop: threading.Event, reading: _Reading, unsent: UnsentLines) -> None:
-    """The load balancer of a bulk run: every line to its session's server, in order
-    (a line of a server not run here, None in `team`, is counted and passed over; a
-    line too large for the topic is quarantined instead).
-
-    Works a chunk of lines at a time with comprehensions rather than one Python loop
-    turn per line: at 10⁵ lines/s the loop's own bookkeeping is a real cost.
-    """
-    servers = len(team)
-    # Per server, the columns of its next batch: values, keys, dedup keys (b"": none).
-    pending: list[tuple[list[bytes], list[bytes], list[bytes]]] = [
-        ([], [], []) for _ in range(servers)
-    ]
-    lines = iter(lines)
-    while chunk := list(islice(lines, BATCH)):
-        values = [line for _file, _number, line in chunk]
-        identities = list(map(identify, values))
-        keys = [key or b"" for key, _dedup in identities]
-        dedups = [dedup or b"" for _key, dedup in identities]
-        reading.read += len(chunk)
-        reading.file = chunk[-1][0]
-        if 2 * max(map(len, values)) + HEADROOM > unsent.limit:  # a line may not fit (rare)
-            values, keys, dedups = _set_aside_too_large(chunk, values, keys, dedups, team,
-                                                        unsent)
-        if servers == 1:
-            shares = [(values, keys, dedups)]
-        else:
-            # server_of(), for a whole chunk: the session's hash, or the line's.
-            targets = [xxh64_intdigest(key or value) % servers
-                       for key, value in zip(keys, values, strict=True)]
-            shares = [
-                tuple([item for item, target in zip(column, targets, strict=True)
-                       if target == index] for column in (values, keys, dedups))
-                for index in range(servers)
-            ]
-        for index, (share_values, share_keys, share_dedups) in enumerate(shares):
-            server = team[index]
-            if server is None:
-                reading.skipped += len(share_values)
-                continue
-            batch_values, batch_keys, batch_dedups = pending[index]
-            batch_values += share_values
-            batch_keys += share_keys
-            batch_dedups += share_dedups
-            if len(batch_values) >= BATCH:
-                if not server.put(encode_batch(*pending[index])):
-                    return
-                pending[index] = ([], [], [])
-        if stop.is_set():
-            return
-    for server, batch in zip(team, pending, strict=True):
-        if server is not None and batch[0] and not server.put(encode_batch(*batch)):
-            return
-
-
-def _set_aside_too_large(chunk: list[LogLine], values: list[bytes], keys: list[bytes],
-                         dedups: list[bytes], team: Sequence[_ServerProcess | None],
-                         unsent: UnsentLines) -> tuple[list[bytes], list[bytes], list[bytes]]:
-    """The chunk's columns without the lines too large for the topic, which go to the
-    quarantine (those of this run's servers only: another run's share is its own)."""
-    keep = []
-    for (file, number, value), key in zip(chunk, keys, strict=True):
-        if unsent.fits(value, key) or team[server_of(value, key or None, len(team))] is None:
-            keep.append(True)  # sent, or passed over as another run's share
-        else:
-            unsent.add(file, number, value)
-            keep.append(False)
-    return tuple([item for item, kept in zip(column, keep, strict=True) if kept]
-                 for column in (values, keys, dedups))  # type: ignore[return-value]
-
-
-@dataclass(frozen=True, slots=True)
-class _Scheduled:
-    """A line waiting in the replay buffer. `click`: it has an identity and a sane event
-    time (the parser would take it), so it is scheduled and rebased by its own time; any
-    other line keeps its place in the file."""
-
-    line: bytes
-    session_id: str | None
-    dedup_key: str | None
-    event_ms: int | None
-    document_id: int | None
-    click: bool
-    file: str
-    line_number: int
-
-
-def _feed_replay(lines: Iterable[LogLine], team: Sequence[_ServerProcess | None],
-                 stop: threading.Event, reading: _Reading, clock: ReplayClock, rebase: bool,
-                 horizon_ms: int, unsent: UnsentLines, *, now_ms: int | None = None) -> None:
-    """The shared scheduler of a replay: lines in event-time order, each when due.
-
-    Every line is read and buffered, also those of servers not run here (None in
-    `team`): the buffer then releases in the same order as in a full run, and those
-    lines are passed over without waiting. `now_ms`: the reading time that decides
-    which event times are plausible (default: now).
-    """
-    servers = len(team)
-    buffer: ReorderBuffer[_Scheduled] = ReorderBuffer(horizon_ms)
-    if now_ms is None:
-        now_ms = time.time_ns() // 1_000_000
-
-    def send(event_ms: int, item: _Scheduled) -> bool:
-        session_key = item.session_id.encode() if item.session_id is not None else None
-        server = team[server_of(item.line, session_key, servers)]
-        if server is None:
-            reading.skipped += 1
-            return True
-        if not unsent.fits(item.line, session_key):
-            unsent.add(item.file, item.line_number, item.line)
-            return True
-        wait = clock.due(event_ms) - time.monotonic()
-        if wait > 0 and stop.wait(wait):
-            return False
-        value, key = item.line, item.dedup_key
-        if rebase and item.click:  # bad lines go as they are
-            # From its own event time: a click sent late keeps its (scaled) lateness.
-            original_ms: int = item.event_ms  # type: ignore[assignment]
-            new_ms = clock.rebased_ms(original_ms)
-            value = rebased_line(item.line, original_ms, new_ms)
-            key = dedup_key(item.session_id, item.document_id, new_ms)  # type: ignore[arg-type]
-        if reading.first_event_ms is None:
-            reading.first_event_ms = event_ms
-        reading.last_event_ms = event_ms
-        return server.put(encode_batch([value], [session_key or b""],
-                                       [key.encode() if key is not None else b""]))
-
-    for file, number, line in lines:
-        reading.read += 1
-        reading.file = file
-        info = inspect_line(line)
-        item = _Scheduled(line, *info, click=is_click(info, now_ms), file=file,
-                          line_number=number)
-        for event_ms, ready in buffer.push(item.event_ms if item.click else None, item):
-            if not send(event_ms, ready):
-                return
-        if stop.is_set():
-            return
-    for event_ms, ready in buffer.drain():
-        if not send(event_ms, ready):
-            return
+            f"reading the input failed after {reading.read:,} lines in {reading.file} "
+            f"({input_error}); {delivered:,} records were delivered before that. Fix or "
+            "replace the file and run again: downstream deduplicates what is sent twice."
+        )
 
 
 class _Interrupts:
@@ -673,7 +419,7 @@ class _Interrupts:
 def _watch(progress: Callable[[ProduceProgress], None] | None,
            snapshot: Callable[[], ProduceProgress], finished: threading.Event,
            interrupts: _Interrupts, caller_stop: threading.Event | None,
-           stopping: threading.Event, team: list[_ServerProcess]) -> None:
+           stopping: threading.Event, team: list[ServerProcess]) -> None:
     """Turns interrupts (and the caller's stop event) into stop/abort for the reader
     and the servers, and reports progress a few times a second."""
     last_report = 0.0
