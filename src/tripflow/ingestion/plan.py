@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from tripflow.ingestion.admin import DEFAULT_CONNECT_TIMEOUT_S, IngestionError
+from tripflow.ingestion.feed import INPUT_ERRORS
 from tripflow.ingestion.lines import inspect_line, is_click
 from tripflow.ingestion.producer import (
-    _INPUT_ERRORS,
     Mode,
     ProduceProgress,
     ProduceSummary,
@@ -60,7 +60,7 @@ def first_event_ms(paths: Sequence[str | Path], *, now_ms: int | None = None) ->
                 event_ms = info[2]
                 assert event_ms is not None  # is_click checked it
                 earliest = event_ms if earliest is None else min(earliest, event_ms)
-    except (*_INPUT_ERRORS, ValueError) as err:
+    except (*INPUT_ERRORS, ValueError) as err:
         raise IngestionError(
             f"cannot read the input: {err}. Give day files (YYYY-MM-DD.json), folders of "
             "them, or a logs.tar.gz."

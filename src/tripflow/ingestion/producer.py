@@ -63,7 +63,6 @@ from tripflow.settings import Settings
 
 _log = logging.getLogger(__name__)
 
-_INPUT_ERRORS = INPUT_ERRORS  # (plan.py imports it from here)
 FLUSH_ON_STOP_S = 30.0  # after Ctrl-C: how long servers wait for in-flight deliveries
 SERVER_START_TIMEOUT_S = 60.0
 
