@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import sys
-from pathlib import Path
 
 import psycopg
 from confluent_kafka import Producer
 
+from tests.kits import batchkit
 from tripflow.marts import run_marts
 from tripflow.messaging.config import producer_config
 from tripflow.processing.bronze import run_bronze
 from tripflow.processing.silver import run_silver
 from tripflow.processing.stream import StreamOptions, run_stream
 from tripflow.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "batch"))
-import batchkit
 
 D1, D2 = dt.date(2016, 3, 1), dt.date(2016, 3, 2)
 D0 = D2 - dt.timedelta(days=3)  # late for the hot path once its clock is on D2

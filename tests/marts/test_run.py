@@ -4,13 +4,13 @@ catalogue, and the reconciliation of the hot traffic-minute mart."""
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 from deltalake import DeltaTable
 
+from tests.kits import batchkit
 from tripflow import lake
 from tripflow.marts import articles as articles_module
 from tripflow.marts import backfill, mart_row_counts, run_marts
@@ -18,9 +18,6 @@ from tripflow.marts.articles import load_articles
 from tripflow.processing.silver import run_silver
 from tripflow.records.articles import write_articles
 from tripflow.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "batch"))
-import batchkit
 
 D1, D2, D3 = dt.date(2016, 3, 1), dt.date(2016, 3, 2), dt.date(2016, 3, 3)
 MARTS = ["mart_session_analysis", "mart_daily_traffic", "mart_clinical_areas",

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sys
-from pathlib import Path
 
 import pyarrow as pa
 
+from tests.kits import batchkit
 from tripflow.marts import engine
 from tripflow.processing.silver import build_silver
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "batch"))
-import batchkit
 
 DAY = dt.date(2016, 3, 1)
 NEXT = DAY + dt.timedelta(days=1)

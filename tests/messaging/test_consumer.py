@@ -1,6 +1,6 @@
 """The exactly-once consumer loop without a broker: a fake consumer serves in-memory logs,
 a sink in memory stores batches with their positions. (The real sinks, bronze and the hot
-store, are tested against the real broker and database in tests/processing and tests/hot.)"""
+store, are tested against the real broker and database in tests/processing.)"""
 
 from __future__ import annotations
 

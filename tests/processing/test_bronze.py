@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from tests.kits import batchkit
 from tripflow import lake
 from tripflow.messaging.config import consumer_config
 from tripflow.messaging.sink import RECORD_SCHEMA, Batch, PartitionEnd
@@ -29,9 +29,6 @@ from tripflow.processing.bronze import (
 )
 from tripflow.services import broker
 from tripflow.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "batch"))
-import batchkit
 
 DAY = dt.date(2016, 1, 1)
 MS = batchkit.at(DAY, 0, 1, 41, 933)  # 1451606501933

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import sys
-from pathlib import Path
 
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from tests.kits import batchkit
 from tripflow import lake
 from tripflow.processing.bronze import BRONZE_SCHEMA
 from tripflow.processing.silver import SILVER_SCHEMA, build_silver, run_silver
 from tripflow.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "batch"))
-import batchkit
 
 D1, D2, D3 = dt.date(2016, 1, 1), dt.date(2016, 1, 2), dt.date(2016, 1, 3)
 READ_MS = batchkit.at(dt.date(2016, 2, 1), 0)

@@ -6,9 +6,9 @@ import re
 import time
 from pathlib import Path
 
-from tests.hot import reference as ref
-from tests.hot.checks import assert_marts_equal
-from tests.hot.data import create_topic, dataset, produce
+from tests.kits import hot_reference as ref
+from tests.kits.hot_checks import assert_marts_equal
+from tests.kits.hot_data import create_topic, dataset, produce
 from tripflow.settings import Settings
 
 

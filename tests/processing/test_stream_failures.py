@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.hot import reference as ref
-from tests.hot.checks import assert_marts_equal
-from tests.hot.data import create_topic, dataset, produce
-from tests.hot.workers import Worker, kill_leftovers, stored_records, wait_for_records
+from tests.kits import hot_reference as ref
+from tests.kits.hot_checks import assert_marts_equal
+from tests.kits.hot_data import create_topic, dataset, produce
+from tests.kits.hot_workers import Worker, kill_leftovers, stored_records, wait_for_records
 from tripflow import services
 from tripflow.services import Endpoints, broker, postgres
 from tripflow.settings import Settings

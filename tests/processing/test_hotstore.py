@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.hot import reference as ref
-from tests.hot.checks import assert_marts_equal, expected_marts, read_marts
-from tests.hot.data import burst, dataset, parsed, session_id
+from tests.kits import hot_reference as ref
+from tests.kits.hot_checks import assert_marts_equal, expected_marts, read_marts
+from tests.kits.hot_data import burst, dataset, parsed, session_id
 from tripflow.processing.hotstore import HotOptions, HotStore, PartitionEnd
 
 WIDE = HotOptions(horizon=timedelta(hours=96))  # nothing is late for hot in these tests

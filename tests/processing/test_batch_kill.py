@@ -29,6 +29,8 @@ import pytest
 from confluent_kafka import Producer
 from deltalake import DeltaTable
 
+from tests.kits import batchkit
+from tests.spec_records import spec_record
 from tripflow import lake
 from tripflow.messaging.config import producer_config
 from tripflow.processing.bronze import run_bronze
@@ -36,11 +38,6 @@ from tripflow.processing.silver import run_silver
 from tripflow.records.articles import read_articles
 from tripflow.records.generate import Manifest, generate
 from tripflow.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import batchkit
-
-from tests.spec_records import spec_record
 
 START = dt.date(2016, 1, 1)
 KILLS = 10

@@ -4,13 +4,10 @@ errors that say what went wrong and what to do."""
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 
+from tests.kits import batchkit
 from tripflow.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import batchkit
 
 DAY = dt.date(2016, 1, 1)
 

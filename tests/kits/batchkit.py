@@ -3,7 +3,7 @@ tripflow's parser and SQL — what bronze, silver and every cold mart must hold.
 
 The expectations are plain Python over the lines (`json`, the spec's rules, dicts and
 sets), so a bug in the project's parser or mart SQL cannot hide in them. Imported by the
-batch path's tests with `sys.path` pointing at this folder.
+batch path's tests as `tests.kits.batchkit`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.hot import reference as ref
+from tests.kits import hot_reference as ref
 
 
 def read_marts(dsn: str) -> dict[str, object]:

@@ -1,0 +1,1 @@
+"""Test kits shared by several test packages: data, reference models, checks."""
