@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from tripflow.cli import batch, dashboards, demo, generate, produce, services, status, stream
+from tripflow.cli import (
+    batch,
+    dashboards,
+    demo,
+    generate,
+    produce,
+    quality,
+    services,
+    status,
+    stream,
+)
 
 app = typer.Typer(
     name="tripflow",
@@ -21,6 +31,7 @@ app.command()(produce.produce)
 app.command()(stream.stream)
 for command in (batch.bronze, batch.silver, batch.marts, batch.backfill, batch.articles):
     app.command()(command)
+app.command()(quality.quality)
 app.add_typer(dashboards.app, name="dashboards")
 app.command()(status.status)
 app.command()(demo.demo)

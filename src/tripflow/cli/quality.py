@@ -1,0 +1,59 @@
+"""`tripflow quality`: run the data-quality checks, store and print their results."""
+
+from __future__ import annotations
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tripflow.cli.batch import DatesError, parse_dates, step_errors
+from tripflow.cli.console import command_settings, console
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
+
+
+def quality(
+    dates: str | None = typer.Option(None, "--dates", metavar="FROM..TO",
+                                     help="Check these dates (YYYY-MM-DD[..YYYY-MM-DD])."),
+    changed: bool = typer.Option(False, "--changed",
+                                 help="Check the dates silver changed since the last "
+                                      "--changed run."),
+    layer: str | None = typer.Option(None, "--layer", metavar="bronze|silver|gold|hot",
+                                     help="Only this layer's checks (default: all)."),
+) -> None:
+    """Run the data-quality checks, store them in tripflow.quality_results and print them;
+    exit 1 when a check of severity `fail` fails."""
+    from tripflow.quality.run import run_quality
+
+    with step_errors("quality"):
+        if dates and changed:
+            raise DatesError("give --dates or --changed, not both")
+        chosen = parse_dates(dates) if dates else None
+        report = run_quality(command_settings(), chosen, changed=changed,
+                             layers=[layer] if layer else None)
+    # The name says the layer (`silver.…`); details follow the table, one line each, so
+    # the table fits an 80-column log.
+    table = Table(title="quality checks")
+    table.add_column("check", no_wrap=True)
+    table.add_column("date", no_wrap=True, min_width=10)
+    for heading in ("sev", "status", "observed", "threshold"):
+        table.add_column(heading, no_wrap=True)
+    for r in report.results:
+        status = ("[green]pass[/]" if r.passed else
+                  "[bold red]FAIL[/]" if r.severity == "fail" else "[yellow]warn[/]")
+        table.add_row(r.check, str(r.event_date or ""), r.severity, status,
+                      _number(r.observed), _number(r.threshold))
+    console.print(table)
+    for r in report.results:
+        where = f" {r.event_date}" if r.event_date else ""
+        console.print(f"  {r.check}{where}: {escape(r.detail)}", soft_wrap=True,
+                      highlight=False)
+    console.print(report.line(), soft_wrap=True)
+    if report.failed:
+        names = ", ".join(sorted({r.check for r in report.failed}))
+        console.print(f"[bold red]failed:[/] {names}", soft_wrap=True)
+        raise typer.Exit(1)

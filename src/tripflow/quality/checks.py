@@ -1,0 +1,377 @@
+"""The data-quality checks and their registry.
+
+A check is a plain function over a `Scope` (the settings, one PostgreSQL connection, the
+dates checked) registered with `@check(name, layer, severity, threshold)`; it returns
+`Result`s: one summary row (event_date null) and, for per-date checks, one row per date
+that broke the threshold. `severity` says what a failed result means, as in Delta Live
+Tables expectations: 'fail' fails the run (`tripflow quality` exits non-zero), 'warn' is
+only reported and stored.
+
+Everything is plain SQL: DuckDB over Arrow data read from the lake's Delta tables (only
+the files the Delta log lists; a listed file that is missing is reported, not read), and
+SQL on PostgreSQL for the marts and tripflow's own tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import duckdb
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tripflow import lake
+from tripflow.settings import Settings
+
+LAYERS = ("bronze", "silver", "gold", "hot")
+UNMAPPED_AREA_RATE = 0.05  # share of a date's clicks with an area outside CANONICAL_AREAS
+QUARANTINE_RATE = 0.02  # share of a date's bronze records quarantined
+_SHOWN = 5  # dates / partitions named in a detail
+
+
+@dataclass(frozen=True)
+class Result:
+    check: str
+    layer: str
+    severity: str  # 'warn' | 'fail'
+    passed: bool
+    observed: float | None
+    threshold: float | None
+    detail: str
+    event_date: dt.date | None = None
+
+    @property
+    def status(self) -> str:
+        return "pass" if self.passed else "fail"
+
+    @property
+    def fails_run(self) -> bool:
+        return not self.passed and self.severity == "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    layer: str
+    severity: str
+    threshold: float
+    run: Callable[[Scope, Check], list[Result]]
+
+    def result(self, observed: float, detail: str, day: dt.date | None = None,
+               passed: bool | None = None) -> Result:
+        ok = observed <= self.threshold if passed is None else passed
+        return Result(self.name, self.layer, self.severity, ok, observed, self.threshold,
+                      detail, day)
+
+
+CHECKS: list[Check] = []
+
+
+def check(name: str, layer: str, severity: str, threshold: float = 0.0
+          ) -> Callable[[Callable[[Scope, Check], list[Result]]],
+                        Callable[[Scope, Check], list[Result]]]:
+    """Register a check (names are unique; the registry keeps definition order)."""
+    assert layer in LAYERS and severity in ("warn", "fail")
+
+    def register(fn: Callable[[Scope, Check], list[Result]]
+                 ) -> Callable[[Scope, Check], list[Result]]:
+        if any(c.name == name for c in CHECKS):
+            raise ValueError(f"two quality checks named {name}")
+        CHECKS.append(Check(name, layer, severity, threshold, fn))
+        return fn
+
+    return register
+
+
+# -- what the checks read ------------------------------------------------------------------------
+@dataclass
+class LakeFiles:
+    """The files the Delta log lists for some dates, split into present and missing."""
+
+    files: lake.FileSet
+    missing: list[str] = field(default_factory=list)
+    rows: dict[dt.date | None, int] = field(default_factory=dict)  # from the files' footers
+
+    def read(self, columns: list[str]) -> pa.Table:
+        return lake.read_files(self.files).to_table(columns=columns)
+
+
+def lake_files(settings: Settings, relative: str, dates: list[dt.date] | None
+               ) -> LakeFiles | None:
+    """The table's files of `dates` (None = every file); None when the table does not exist.
+    Row counts come from the Parquet footers of the files actually there, so a file lost
+    from storage shows in the counts (the Delta log's own statistics would hide it)."""
+    table = lake.open_table(settings, relative)
+    if table is None:
+        return None
+    uri = lake.table_uri(settings, relative)
+    files = lake.file_set(table, uri, dates)
+    filesystem = lake._filesystem(uri)
+    present: list[tuple[str, dt.date | None]] = []
+    found = LakeFiles(files)
+    for path, day in files.files:
+        if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+            found.missing.append(path)
+            continue
+        present.append((path, day))
+        with filesystem.open_input_file(path) as handle:
+            rows = pq.ParquetFile(handle).metadata.num_rows
+        found.rows[day] = found.rows.get(day, 0) + rows
+    found.files = replace(files, files=tuple(present))
+    return found
+
+
+@dataclass
+class Scope:
+    settings: Settings
+    conn: psycopg.Connection
+    dates: list[dt.date] | None  # None: every date
+
+    @cached_property
+    def silver(self) -> LakeFiles | None:
+        return lake_files(self.settings, lake.SILVER, self.dates)
+
+    @cached_property
+    def bronze_all(self) -> LakeFiles | None:
+        return lake_files(self.settings, lake.BRONZE, None)
+
+    def date_filter(self, column: str = "event_date") -> tuple[str, dict[str, object]]:
+        """A PostgreSQL condition selecting the scope's dates, and its parameters."""
+        if self.dates is None:
+            return "true", {}
+        return f"{column} = any(%(dates)s)", {"dates": self.dates}
+
+
+def _duck(**tables: pa.Table) -> duckdb.DuckDBPyConnection:
+    """A private DuckDB connection with these Arrow tables registered by name."""
+    connection = duckdb.connect()
+    for name, table in tables.items():
+        connection.register(name, table)
+    return connection
+
+
+def _days(days: list[dt.date]) -> str:
+    shown = ", ".join(str(d) for d in days[:_SHOWN])
+    return shown + (f", … ({len(days)} dates)" if len(days) > _SHOWN else "")
+
+
+def _rate_results(c: Check, rates: list[tuple[dt.date, int, int]], what: str) -> list[Result]:
+    """Per-date rates (date, part, whole): the worst as the summary, a row per bad date."""
+    if not rates:
+        return [c.result(0, "no dates to check")]
+    per_date = [(day, part / whole if whole else 0.0, part, whole) for day, part, whole in rates]
+    worst = max(per_date, key=lambda r: r[1])
+    bad = [r for r in per_date if r[1] > c.threshold]
+    results = [c.result(round(worst[1], 6),
+                        f"worst {worst[0]}: {worst[2]:,} of {worst[3]:,} {what}; "
+                        f"{len(bad)} of {len(per_date)} dates above {c.threshold:.2%}")]
+    results += [c.result(round(rate, 6), f"{part:,} of {whole:,} {what}", day)
+                for day, rate, part, whole in bad]
+    return results
+
+
+# -- bronze ----------------------------------------------------------------------------------
+@check("bronze.offsets_contiguous", "bronze", "warn")
+def offsets_contiguous(scope: Scope, c: Check) -> list[Result]:
+    """Per topic partition, offsets min..max each once: gaps + repeats. A warning only: a
+    log may start above 0 (retention), and a replaced broker log is copied again from its
+    start, repeating positions on purpose (processing/bronze.py). Whole table: a partition's
+    offsets span every date."""
+    files = scope.bronze_all
+    if files is None:
+        return [c.result(0, "no bronze table")]
+    rows = files.read(["topic", "partition", "offset"])
+    faults = _duck(rows=rows).sql("""
+        select topic, "partition", min("offset"), max("offset"),
+               max("offset") - min("offset") + 1 - count(distinct "offset") as gaps,
+               count(*) - count(distinct "offset") as repeats
+        from rows group by all having gaps > 0 or repeats > 0 order by 1, 2""").fetchall()
+    observed = sum(f[4] + f[5] for f in faults)
+    shown = "; ".join(f"{t}[{p}] {lo}..{hi}: {g} missing, {r} repeated"
+                      for t, p, lo, hi, g, r in faults[:_SHOWN])
+    detail = shown or f"{rows.num_rows:,} rows, every partition contiguous"
+    if files.missing:
+        detail += f"; {len(files.missing)} listed files missing (not read)"
+    return [c.result(observed, detail, passed=observed == 0 and not files.missing)]
+
+
+# -- silver ----------------------------------------------------------------------------------
+@check("silver.files_present", "silver", "fail")
+def silver_files_present(scope: Scope, c: Check) -> list[Result]:
+    """Every file the silver Delta log lists for the dates exists."""
+    files = scope.silver
+    if files is None:
+        return [c.result(0, "no silver table")]
+    missing = files.missing
+    detail = (f"missing: {', '.join(missing[:_SHOWN])}" if missing
+              else f"{len(files.files.files)} files present")
+    return [c.result(len(missing), detail)]
+
+
+@check("silver.dedup_key_unique", "silver", "fail")
+def dedup_key_unique(scope: Scope, c: Check) -> list[Result]:
+    """dedup_key is non-null and unique (one row per click)."""
+    if scope.silver is None:
+        return [c.result(0, "no silver table")]
+    rows = scope.silver.read(["dedup_key"])
+    total, nulls, repeats = _duck(rows=rows).sql(
+        "select count(*), count(*) - count(dedup_key), count(dedup_key) - "
+        "count(distinct dedup_key) from rows").fetchall()[0]
+    return [c.result(nulls + repeats, f"{total:,} rows: {nulls:,} null, {repeats:,} repeated")]
+
+
+@check("silver.event_date_is_utc_date", "silver", "fail")
+def event_date_is_utc_date(scope: Scope, c: Check) -> list[Result]:
+    """event_date is the UTC date of event_ts."""
+    if scope.silver is None:
+        return [c.result(0, "no silver table")]
+    rows = scope.silver.read(["event_ts", "event_date"])
+    ts_type = rows.schema.field("event_ts").type
+    per_day = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[ts_type.unit] * 86_400
+    ticks = pc.fill_null(rows.column("event_ts").cast(pa.timestamp(ts_type.unit)).cast(
+        pa.int64()), 0).to_numpy()
+    days = pc.fill_null(rows.column("event_date").cast(pa.int32()), -(2**31)).to_numpy()
+    wrong = np.floor_divide(ticks, per_day) != days
+    bad_days = sorted(set(rows.column("event_date").filter(pa.array(wrong)).to_pylist()),
+                      key=lambda d: (d is None, d))
+    detail = (f"{int(wrong.sum()):,} of {rows.num_rows:,} rows on another date"
+              + (f" ({_days([d for d in bad_days if d is not None])})" if bad_days else ""))
+    return [c.result(int(wrong.sum()), detail)]
+
+
+@check("silver.unmapped_area_rate", "silver", "warn", UNMAPPED_AREA_RATE)
+def unmapped_area_rate(scope: Scope, c: Check) -> list[Result]:
+    """Share of a date's clicks naming an area outside CANONICAL_AREAS (silver keeps them,
+    title-cased, in `unmapped_areas`; the normalisation decides what is canonical)."""
+    if scope.silver is None:
+        return [c.result(0, "no silver table")]
+    rows = scope.silver.read(["event_date", "unmapped_areas"])
+    rates = _duck(rows=rows).sql("""
+        select event_date, count(*) filter (where len(unmapped_areas) > 0), count(*)
+        from rows group by 1 order by 1""").fetchall()
+    return _rate_results(c, rates, "clicks with an unmapped area")
+
+
+_SIGHTINGS = """
+select split_part(sighting, ':', 3)::integer as "partition",
+       split_part(sighting, ':', 4)::bigint as "offset"
+from tripflow.quarantine_sightings
+where sighting like 'kafka:%%' and split_part(sighting, ':', 2) = %(topic)s"""
+
+
+@check("silver.quarantine_rate", "silver", "warn", QUARANTINE_RATE)
+def quarantine_rate(scope: Scope, c: Check) -> list[Result]:
+    """Share of a date's bronze records (by bronze's event_date) quarantined as bad."""
+    bronze = lake_files(scope.settings, lake.BRONZE, scope.dates)
+    if bronze is None:
+        return [c.result(0, "no bronze table")]
+    rows = bronze.read(["topic", "partition", "offset", "event_date"])
+    found = scope.conn.execute(_SIGHTINGS, {"topic": scope.settings.topic}).fetchall()
+    bad = pa.table({"partition": pa.array([f[0] for f in found], pa.int32()),
+                    "offset": pa.array([f[1] for f in found], pa.int64())})
+    rates = _duck(rows=rows, bad=bad).sql("""
+        select r.event_date, count(b."offset"), count(*)
+        from rows r left join (select distinct "partition", "offset" from bad) b
+          on r."partition" = b."partition" and r."offset" = b."offset"
+        where r.event_date is not null
+        group by 1 order by 1""").fetchall()
+    return _rate_results(c, rates, "bronze records quarantined")
+
+
+# -- gold (PostgreSQL cold marts) -------------------------------------------------------------
+_PRIMARY_KEY = """
+select a.attname from pg_index i
+join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+where i.indrelid = to_regclass(%s) and i.indisprimary order by a.attnum"""
+
+
+@check("gold.mart_keys_unique", "gold", "fail")
+def mart_keys_unique(scope: Scope, c: Check) -> list[Result]:
+    """Every cold mart's primary key (spec/marts.md) is unique over the dates, and the
+    table still declares it."""
+    from tripflow.marts.engine import mart_names
+
+    where, params = scope.date_filter()
+    problems = []
+    for mart in mart_names():
+        key = [r[0] for r in scope.conn.execute(_PRIMARY_KEY, (f"public.{mart}",))]
+        if not key:
+            problems.append(f"{mart}: no primary key")
+            continue
+        columns = ", ".join(f'"{k}"' for k in key)
+        repeated = scope.conn.execute(
+            f"select count(*) from (select 1 from public.{mart} where {where} "
+            f"group by {columns} having count(*) > 1) k", params).fetchone()[0]  # type: ignore[index]
+        if repeated:
+            problems.append(f"{mart}: {repeated:,} repeated keys")
+    return [c.result(len(problems), "; ".join(problems) or
+                     f"{len(mart_names())} marts, keys unique")]
+
+
+@check("gold.daily_totals_match_silver", "gold", "fail")
+def daily_totals_match_silver(scope: Scope, c: Check) -> list[Result]:
+    """mart_daily_traffic.total_events = silver's rows of that date (rows counted in the
+    files actually present), for every date either side holds."""
+    where, params = scope.date_filter()
+    mart = dict(scope.conn.execute(
+        f"select event_date, total_events from public.mart_daily_traffic where {where}",
+        params).fetchall())
+    silver = {d: n for d, n in (scope.silver.rows if scope.silver else {}).items()
+              if d is not None}
+    days = sorted(set(mart) | set(silver))
+    wrong = [d for d in days if mart.get(d) != silver.get(d, 0)]
+    results = [c.result(len(wrong), f"{len(wrong)} of {len(days)} dates differ"
+                        + (f": {_days(wrong)}" if wrong else ""))]
+    results += [c.result(abs((mart.get(d) or 0) - silver.get(d, 0)),
+                         f"mart {mart.get(d)}, silver {silver.get(d, 0)}", d) for d in wrong]
+    return results
+
+
+@check("gold.hourly_sums_match_daily", "gold", "fail")
+def hourly_sums_match_daily(scope: Scope, c: Check) -> list[Result]:
+    """sum(mart_hourly_traffic.clicks) of a date = mart_daily_traffic.total_events."""
+    where, params = scope.date_filter("coalesce(d.event_date, h.event_date)")
+    wrong = scope.conn.execute(f"""
+        select coalesce(d.event_date, h.event_date), d.total_events, h.clicks
+        from public.mart_daily_traffic d
+        full join (select event_date, sum(clicks) as clicks from public.mart_hourly_traffic
+                   group by 1) h on h.event_date = d.event_date
+        where {where} and d.total_events is distinct from h.clicks
+        order by 1""", params).fetchall()
+    results = [c.result(len(wrong), f"{len(wrong)} dates differ"
+                        + (f": {_days([w[0] for w in wrong])}" if wrong else ""))]
+    results += [c.result(abs((daily or 0) - (hourly or 0)), f"daily {daily}, hourly {hourly}",
+                         day) for day, daily, hourly in wrong]
+    return results
+
+
+# -- hot ------------------------------------------------------------------------------------
+@check("hot.freshness", "hot", "warn")
+def hot_freshness(scope: Scope, c: Check) -> list[Result]:
+    """The hot path's last commit is within TRIPFLOW_FRESHNESS_SLA_SECONDS, or no record
+    waits (an idle topic is no failure). A warning: waiting records are known only when the
+    broker answers; when it does not, a stale commit is reported as failed."""
+    sla = float(scope.settings.freshness_sla_seconds)
+    age, = scope.conn.execute("select extract(epoch from now() - last_commit_at)::float8 "
+                              "from tripflow.hot_state").fetchone()  # type: ignore[misc]
+    base = replace(c, threshold=sla)
+    if age is None:
+        return [base.result(0, "the hot path never committed a batch", passed=True)]
+    if age <= sla:
+        return [base.result(round(age, 1), f"last commit {age:,.0f} s ago")]
+    from tripflow.processing.stream_status import hot_status
+
+    status = hot_status(scope.settings)
+    if status.broker_error:
+        return [base.result(round(age, 1), f"last commit {age:,.0f} s ago; records waiting "
+                            f"unknown: {status.broker_error}", passed=False)]
+    waiting = sum(max(p.lag or 0, 0) for p in status.partitions)
+    return [base.result(round(age, 1), f"last commit {age:,.0f} s ago, {waiting:,} records "
+                        "waiting", passed=waiting == 0)]
