@@ -125,7 +125,7 @@ def _files_at(table: DeltaTable, version: int | None, options: dict[str, str] | 
         return None
 
 
-def _filesystem(uri: str) -> pafs.FileSystem:
+def filesystem_of(uri: str) -> pafs.FileSystem:
     """A pyarrow filesystem rooted at the table (native, so reads run at C speed)."""
     if "://" not in uri or uri.startswith("file://"):
         return pafs.SubTreeFileSystem(uri.removeprefix("file://"), pafs.LocalFileSystem())
@@ -196,7 +196,7 @@ def read_files(files: FileSet) -> pads.Dataset:
     """A pyarrow dataset over a FileSet, with `event_date` from the partition values."""
     fmt = pads.ParquetFileFormat(
         default_fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=True))
-    filesystem = _filesystem(files.uri)
+    filesystem = filesystem_of(files.uri)
     fragments = []
     for path, day in files.files:
         if not files.partitioned:

@@ -113,7 +113,7 @@ def lake_files(settings: Settings, relative: str, dates: list[dt.date] | None
         return None
     uri = lake.table_uri(settings, relative)
     files = lake.file_set(table, uri, dates)
-    filesystem = lake._filesystem(uri)
+    filesystem = lake.filesystem_of(uri)
     present: list[tuple[str, dt.date | None]] = []
     found = LakeFiles(files)
     for path, day in files.files:
