@@ -87,7 +87,8 @@ def _progress(description: str, total: bool = True) -> Iterator[Callable[..., No
         yield update
 
 
-def _date_option(text: str | None, changed: bool) -> list[dt.date] | None:
+def date_option(text: str | None, changed: bool) -> list[dt.date] | None:
+    """The dates of `--dates FROM..TO`, None for `--changed` (or neither)."""
     if text and changed:
         raise DatesError("give --dates or --changed, not both")
     return parse_dates(text) if text else None
@@ -137,7 +138,7 @@ def silver(
     from tripflow.processing.silver import run_silver
 
     with step_errors("silver"):
-        chosen = _date_option(dates, changed)
+        chosen = date_option(dates, changed)
         with _progress("silver") as show:
             summary = run_silver(command_settings(), chosen, changed=chosen is None,
                                  chunk_rows=chunk_rows, on_progress=show)
@@ -167,7 +168,7 @@ def marts(
     from tripflow.marts.reconcile import HOT_RETENTION_DAYS
 
     with step_errors("marts"):
-        chosen = _date_option(dates, changed)
+        chosen = date_option(dates, changed)
         with _progress("marts") as show:
             summary = run_marts(command_settings(), chosen, changed=chosen is None, engine=engine,
                                 reconcile_days=None if reconcile_all else HOT_RETENTION_DAYS,

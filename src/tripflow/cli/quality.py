@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tripflow.cli.batch import DatesError, parse_dates, step_errors
+from tripflow.cli.batch import date_option, step_errors
 from tripflow.cli.console import command_settings, console
 
 
@@ -30,9 +30,7 @@ def quality(
     from tripflow.quality.run import run_quality
 
     with step_errors("quality"):
-        if dates and changed:
-            raise DatesError("give --dates or --changed, not both")
-        chosen = parse_dates(dates) if dates else None
+        chosen = date_option(dates, changed)
         report = run_quality(command_settings(), chosen, changed=changed,
                              layers=[layer] if layer else None)
     # The name says the layer (`silver.…`); details follow the table, one line each, so
