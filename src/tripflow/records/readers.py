@@ -1,7 +1,7 @@
 """Reading the TripClick log files: day files, month files, folders and `logs.tar.gz`.
 
-`iter_day_files` yields every record line of the given paths, files in date order,
-streaming line by line (a folder or a file is never read whole). A `logs.tar.gz` is
+`iter_log_lines` yields every record line of the given paths with its file and line
+number (`iter_day_files`: without the number), files in date order, streaming line by line (a folder or a file is never read whole). A `logs.tar.gz` is
 read as a stream (`tarfile` mode "r|*"), never extracted to disk.
 
 Date order and archives: a gzip stream cannot seek, and archives made with `tar czf`
@@ -170,7 +170,7 @@ class _Spool:
     buffer when its turn comes. Memory stays at a few buffers, whatever the sizes."""
 
     def __init__(self, folder: Path | None) -> None:
-        # Closed by close(), which the ExitStack of iter_day_files calls.
+        # Closed by close(), which the ExitStack of iter_log_lines calls.
         self._file = tempfile.TemporaryFile(  # noqa: SIM115
             prefix="tripflow-spool-", dir=folder, buffering=0
         )
