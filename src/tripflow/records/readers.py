@@ -1,8 +1,9 @@
 """Reading the TripClick log files: day files, month files, folders and `logs.tar.gz`.
 
 `iter_log_lines` yields every record line of the given paths with its file and line
-number (`iter_day_files`: without the number), files in date order, streaming line by line (a folder or a file is never read whole). A `logs.tar.gz` is
-read as a stream (`tarfile` mode "r|*"), never extracted to disk.
+number (`iter_day_files`: without the number), files in date order, streaming line by
+line (a folder or a file is never read whole). A `logs.tar.gz` is read as a stream
+(`tarfile` mode "r|*"), never extracted to disk.
 
 Date order and archives: a gzip stream cannot seek, and archives made with `tar czf`
 follow directory order, which is not date order. So an archive is read twice: a first
