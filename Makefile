@@ -11,7 +11,7 @@ AIRFLOW_VERSION := 3.3.0
 SUPERSET_VENV  ?= .venv-superset
 SUPERSET_STAMP := $(SUPERSET_VENV)/.tripflow-installed
 
-.PHONY: demo test lint install clean airflow-venv superset-venv chromium
+.PHONY: demo test lint install clean airflow-venv superset-venv chromium jars
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ $(SUPERSET_STAMP): $(STAMP) src/tripflow/dashboards/superset.py
 
 superset-venv: $(SUPERSET_STAMP)
 
+# Java jar sets (Apache Kafka brokers; Spark's Delta Lake and JDBC jars), pinned in
+# src/tripflow/services/jarsets/*.pom.xml, fetched once into a cache this Makefile owns.
+JARS_DIR ?= .jars
+export TRIPFLOW_JARS_DIR := $(abspath $(JARS_DIR))
+
+jars: $(STAMP)
+	$(BIN)/tripflow jars
+
 # The browser test drives Debian's chromium (Playwright's own browser download is not used).
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
@@ -52,11 +60,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint chromium $(AIRFLOW_STAMP) $(SUPERSET_STAMP)
+test: lint chromium jars $(AIRFLOW_STAMP) $(SUPERSET_STAMP)
 	TRIPFLOW_AIRFLOW_VENV=$(abspath $(AIRFLOW_VENV)) \
 	TRIPFLOW_SUPERSET_VENV=$(abspath $(SUPERSET_VENV)) $(BIN)/pytest
 
 clean:
 	-$(BIN)/tripflow services down
 	-$(BIN)/tripflow dashboards stop
-	rm -rf $(VENV) $(AIRFLOW_VENV) $(SUPERSET_VENV) .tripflow
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(SUPERSET_VENV) .tripflow $(JARS_DIR)

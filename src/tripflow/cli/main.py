@@ -9,6 +9,7 @@ from tripflow.cli import (
     dashboards,
     demo,
     generate,
+    jars,
     produce,
     quality,
     services,
@@ -26,6 +27,7 @@ app = typer.Typer(
 # In the order of the data flow.
 app.add_typer(services.app, name="services")
 app.command()(services.migrate)
+app.command()(jars.jars)
 app.command()(generate.generate)
 app.command()(produce.produce)
 app.command()(stream.stream)
