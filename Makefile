@@ -11,7 +11,7 @@ AIRFLOW_VERSION := 3.3.0
 SUPERSET_VENV  ?= .venv-superset
 SUPERSET_STAMP := $(SUPERSET_VENV)/.tripflow-installed
 
-.PHONY: demo test lint install clean airflow-venv superset-venv chromium jars
+.PHONY: demo test lint install clean airflow-venv superset-venv chromium jars bench-e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ lint: $(STAMP)
 test: lint chromium jars $(AIRFLOW_STAMP) $(SUPERSET_STAMP)
 	TRIPFLOW_AIRFLOW_VENV=$(abspath $(AIRFLOW_VENV)) \
 	TRIPFLOW_SUPERSET_VENV=$(abspath $(SUPERSET_VENV)) $(BIN)/pytest
+
+# Files → cold marts at full TripClick scale, timed as a user runs it (prints JSON).
+bench-e2e: $(STAMP)
+	PYTHONPATH=src $(BIN)/python bench/bench_e2e.py
 
 clean:
 	-$(BIN)/tripflow services down
