@@ -1,4 +1,5 @@
-"""tripflow_daily: bronze to idle → silver --changed → marts --changed → hot freshness check.
+"""tripflow_daily: bronze to idle → silver --changed → marts --changed → the quality checks
+of what changed, and the hot freshness check.
 
 Each task is a thin call into tripflow.orchestration; settings come from TRIPFLOW_* in the
 worker's environment, never from Airflow connections or variables, and nothing is read
@@ -44,12 +45,19 @@ def tripflow_daily() -> None:
         return orchestration.marts_changed()
 
     @task(retries=0)
+    def quality() -> dict:
+        from tripflow import orchestration
+
+        return orchestration.quality_changed()
+
+    @task(retries=0)
     def hot_freshness() -> dict:
         from tripflow import orchestration
 
         return orchestration.check_hot_freshness()
 
-    bronze() >> silver() >> marts() >> hot_freshness()
+    built = bronze() >> silver() >> marts()
+    built >> [quality(), hot_freshness()]
 
 
 tripflow_daily()

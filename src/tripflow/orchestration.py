@@ -20,6 +20,10 @@ class FreshnessError(RuntimeError):
     """The hot marts lag more than the SLA allows."""
 
 
+class QualityError(RuntimeError):
+    """A data-quality check of severity `fail` failed."""
+
+
 def _resolved(settings: Settings | None, *, pg: bool = True, kafka: bool) -> Settings:
     from tripflow import services
 
@@ -55,6 +59,23 @@ def marts_changed(settings: Settings | None = None) -> dict:
     return {"dates": [d.isoformat() for d in summary.dates], "rows_out": summary.rows_out}
 
 
+def quality_changed(settings: Settings | None = None) -> dict:
+    """The bronze, silver and gold checks over the dates silver changed since this task's
+    last run (results in tripflow.quality_results; the alert webhook told of failures);
+    raises when a check of severity `fail` failed."""
+    from tripflow.quality.run import run_quality
+
+    report = run_quality(_resolved(settings, kafka=False), changed=True,
+                         layers=["bronze", "silver", "gold"])
+    log.info(report.line())
+    failed = sorted({r.check for r in report.failed})
+    if failed:
+        raise QualityError(f"quality checks failed: {', '.join(failed)} (run {report.run_id}; "
+                           "`tripflow quality --dates …` shows every figure)")
+    return {"run_id": str(report.run_id), "dates": [d.isoformat() for d in report.dates or []],
+            "warned": sorted({r.check for r in report.warnings})}
+
+
 def backfill(start: str | dt.date, end: str | dt.date, settings: Settings | None = None) -> dict:
     """Silver + cold marts for every date from `start` to `end` (inclusive)."""
     from tripflow.marts.run import backfill as run_backfill
@@ -88,6 +109,11 @@ def check_hot_freshness(sla_seconds: float | None = None,
               "records_waiting": waiting,
               "clock": status.clock.isoformat() if status.clock else None}
     if status.freshness_s > sla and waiting > 0:
+        from tripflow.observability.alerts import Problem, post
+
+        post(settings, "tripflow: hot marts stale", [Problem(
+            "hot.freshness", f"hot path, topic {settings.topic}", round(status.freshness_s, 1),
+            sla, f"last commit {status.freshness_s:,.0f} s ago, {waiting:,} records waiting")])
         raise FreshnessError(
             f"hot marts are stale: last commit {status.freshness_s:,.0f} s ago (SLA {sla:,.0f} s)"
             f" with about {waiting:,} records waiting; check the `tripflow stream` service")

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
                                     description="read-only role of this database")
     # tripflow_daily's freshness check fails when the hot marts lag more than this.
     freshness_sla_seconds: float = Field(default=900.0, gt=0)
+    # Prometheus metrics of the long-running workers and `tripflow metrics` (None: off).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Slack-compatible incoming webhook for failed checks and a breached freshness SLA
+    # (a secret: never printed).
+    alert_webhook: SecretStr | None = None
 
     # Port of the embedded PostgreSQL/broker when first started (0 = any free port).
     pg_port: int = 0

@@ -48,12 +48,14 @@ def test_dags_import_with_expected_tasks_and_order(tmp_path: Path) -> None:
     assert set(dags) == {"tripflow_daily", "tripflow_backfill", "tripflow_replay"}
 
     daily = dags["tripflow_daily"]
-    assert daily["order"] == ["bronze", "silver", "marts", "hot_freshness"]
+    assert daily["order"][:3] == ["bronze", "silver", "marts"]
+    assert set(daily["order"][3:]) == {"quality", "hot_freshness"}
     assert daily["edges"] == [["bronze", "silver"], ["marts", "hot_freshness"],
-                              ["silver", "marts"]]
+                              ["marts", "quality"], ["silver", "marts"]]
     assert (daily["catchup"], daily["max_active_runs"]) == (False, 1)
     assert daily["scheduled"] != "NullTimetable"
     assert daily["retries"]["bronze"] >= 1 and daily["retries"]["hot_freshness"] == 0
+    assert daily["retries"]["quality"] == 0
 
     backfill = dags["tripflow_backfill"]
     assert backfill["order"] == ["backfill"]

@@ -115,3 +115,30 @@ def test_offset_gaps_and_stale_hot_path_warn_without_failing_the_run(built: Sett
     assert warned["bronze.offsets_contiguous"].observed > 0  # type: ignore[operator]
     assert report.failed == []
 
+
+
+def test_drift_counts_only_dates_the_hot_mart_had(built: Settings) -> None:
+    # The batch-only build reconciled dates the hot mart did not have: nothing to compare
+    # (not 100 % drift).
+    batch_only = run_quality(built, layers=["gold"])
+    drift = [r for r in batch_only.results if r.check == "gold.hot_cold_drift"]
+    assert [(r.passed, r.observed, r.detail) for r in drift] == [(True, 0, "no dates to check")]
+    day = START + dt.timedelta(days=1)
+    # The hot mart now holds the day's minutes; make one in ten wrong, as a hot path that
+    # missed clicks would, and rebuild the day: reconciliation rewrites exactly those.
+    with psycopg.connect(built.pg_dsn, autocommit=True) as conn:  # type: ignore[arg-type]
+        minutes, = conn.execute(
+            "select count(*) from mart_realtime_traffic_minute "
+            "where (event_minute at time zone 'UTC')::date = %s", (day,)).fetchone()
+        wrong = conn.execute(
+            "update mart_realtime_traffic_minute set total_clicks = total_clicks + 1 "
+            "where (event_minute at time zone 'UTC')::date = %s "
+            "and extract(minute from event_minute)::int %% 10 = 0", (day,)).rowcount
+    assert minutes > 0 and wrong / minutes > 0.05
+    run_marts(built, [day])
+    report = run_quality(built, layers=["gold"])
+    drift = [r for r in report.results if r.check == "gold.hot_cold_drift"]
+    assert [(r.event_date, r.passed, r.observed) for r in drift] == [
+        (None, False, round(wrong / minutes, 6)), (day, False, round(wrong / minutes, 6))]
+    assert drift[1].detail == f"{wrong:,} of {minutes:,} minutes rewritten"
+    assert report.failed == []  # a warning: reconciliation has corrected the minutes

@@ -106,16 +106,28 @@ def bronze(
         None, "--partitions", metavar="all|0,1,…",
         help="Assign these partitions directly instead of joining the consumer group "
              "tripflow-bronze (no group join delay; one loader per partition set)."),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", metavar="PORT",
+        help="Serve Prometheus metrics on this port (default: TRIPFLOW_METRICS_PORT; none: "
+             "off) on TRIPFLOW_METRICS_HOST (127.0.0.1)."),
 ) -> None:
     """Copy the topic into the lake's bronze table, exactly once (safe to kill)."""
     from tripflow.messaging.consumer import parse_partitions
+    from tripflow.observability.metrics import start_worker_metrics
     from tripflow.processing.bronze import run_bronze
 
     with step_errors("bronze"), _progress("bronze: starting", False) as show:
-        summary = run_bronze(
-            command_settings(kafka=True), until_idle, max_batch_rows=batch_rows,
-            max_batch_seconds=batch_seconds, partitions=parse_partitions(partitions),
-            on_progress=lambda s: show(f"bronze: {s.records:,} read, {s.written:,} written"))
+        settings = command_settings(kafka=True)
+        metrics = start_worker_metrics(settings, "bronze", metrics_port)
+        try:
+            summary = run_bronze(
+                settings, until_idle, max_batch_rows=batch_rows,
+                max_batch_seconds=batch_seconds, partitions=parse_partitions(partitions),
+                on_progress=lambda s: show(f"bronze: {s.records:,} read, {s.written:,} written"),
+                metrics=metrics)
+        finally:
+            if metrics is not None:
+                metrics.close()
     console.print(summary.line(), soft_wrap=True)
     for gap in summary.gaps:
         err_console.print(f"[yellow]warning:[/] not in the topic any more (retention?): {gap}")
@@ -135,17 +147,21 @@ def silver(
                                         "rows (one parse, one atomic Delta commit each)."),
 ) -> None:
     """Rebuild silver (parsed, deduplicated clicks) for dates, from bronze."""
+    from tripflow.cli.quality import check_built
     from tripflow.processing.silver import run_silver
 
     with step_errors("silver"):
         chosen = date_option(dates, changed)
+        settings = command_settings()
         with _progress("silver") as show:
-            summary = run_silver(command_settings(), chosen, changed=chosen is None,
+            summary = run_silver(settings, chosen, changed=chosen is None,
                                  chunk_rows=chunk_rows, on_progress=show)
     console.print(summary.line(), soft_wrap=True)
     if summary.misplaced:
         err_console.print(f"[yellow]warning:[/] {summary.misplaced} valid clicks sit in another "
                           f"date's bronze partition and were not written; see the run log")
+    with step_errors("silver"):
+        check_built(settings, summary.dates, "silver")
 
 
 def marts(
@@ -164,16 +180,20 @@ def marts(
                                         "silver rows (bounded memory)."),
 ) -> None:
     """Rebuild gold and the PostgreSQL cold marts for dates; reconcile the hot minutes."""
+    from tripflow.cli.quality import check_built
     from tripflow.marts import run_marts
     from tripflow.marts.reconcile import HOT_RETENTION_DAYS
 
     with step_errors("marts"):
         chosen = date_option(dates, changed)
+        settings = command_settings()
         with _progress("marts") as show:
-            summary = run_marts(command_settings(), chosen, changed=chosen is None, engine=engine,
+            summary = run_marts(settings, chosen, changed=chosen is None, engine=engine,
                                 reconcile_days=None if reconcile_all else HOT_RETENTION_DAYS,
                                 chunk_rows=chunk_rows, on_progress=show)
     console.print(summary.line(), soft_wrap=True)
+    with step_errors("marts"):
+        check_built(settings, summary.dates, "gold")
 
 
 def backfill(
@@ -181,6 +201,7 @@ def backfill(
     end: str = typer.Option(..., "--to", metavar="DATE", help="Last date (YYYY-MM-DD)."),
 ) -> None:
     """Rebuild silver, then the marts, for every date of a range."""
+    from tripflow.cli.quality import check_built
     from tripflow.marts import backfill as run_backfill
 
     with step_errors("backfill"):
@@ -188,13 +209,16 @@ def backfill(
             first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
         except ValueError as err:
             raise DatesError(f"--from/--to: expected YYYY-MM-DD ({err})") from None
+        settings = command_settings()
         with _progress("backfill") as show:
             summary = run_backfill(
-                command_settings(), first, last,
+                settings, first, last,
                 on_progress=lambda step, done, total: (show(f"backfill: {step}"),
                                                        show(done, total)))
     console.print(summary.silver.line(), soft_wrap=True)
     console.print(summary.marts.line(), soft_wrap=True)
+    with step_errors("backfill"):
+        check_built(settings, summary.marts.dates, "silver", "gold")
 
 
 def articles(

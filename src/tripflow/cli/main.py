@@ -10,6 +10,7 @@ from tripflow.cli import (
     demo,
     generate,
     jars,
+    metrics,
     produce,
     quality,
     services,
@@ -34,6 +35,7 @@ app.command()(stream.stream)
 for command in (batch.bronze, batch.silver, batch.marts, batch.backfill, batch.articles):
     app.command()(command)
 app.command()(quality.quality)
+app.command()(metrics.metrics)
 app.add_typer(dashboards.app, name="dashboards")
 app.command()(status.status)
 app.command()(demo.demo)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from tripflow.cli.batch import date_option, step_errors
-from tripflow.cli.console import command_settings, console
+from tripflow.cli.console import command_settings, console, err_console
+from tripflow.settings import Settings
 
 
 def _number(value: float | None) -> str:
@@ -54,4 +57,25 @@ def quality(
     if report.failed:
         names = ", ".join(sorted({r.check for r in report.failed}))
         console.print(f"[bold red]failed:[/] {names}", soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def check_built(settings: Settings, dates: list[dt.date], *layers: str) -> None:
+    """Run the checks of the layers a batch step just built, over its dates: one line, a
+    line per failed check; exit 1 when a check of severity `fail` failed."""
+    from tripflow.quality.run import run_quality
+
+    if not dates:
+        return
+    report = run_quality(settings, dates, layers=layers)
+    console.print(report.line(), soft_wrap=True, highlight=False)
+    for r in report.results:
+        if not r.passed and r.event_date is None:
+            colour = "bold red" if r.severity == "fail" else "yellow"
+            err_console.print(f"[{colour}]{r.severity}:[/] {r.check}: {escape(r.detail)}",
+                              soft_wrap=True, highlight=False)
+    if report.failed:
+        names = ", ".join(sorted({r.check for r in report.failed}))
+        err_console.print(f"[bold red]failed:[/] {names} (the data is written; `tripflow "
+                          f"quality --dates …` shows every figure)", soft_wrap=True)
         raise typer.Exit(1)

@@ -30,6 +30,10 @@ def stream(
         help="Assign these partitions directly instead of joining the consumer group "
         "tripflow-hot (no group join delay; one worker per partition set)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every batch."),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", metavar="PORT",
+        help="Serve Prometheus metrics on this port (default: TRIPFLOW_METRICS_PORT; none: "
+             "off) on TRIPFLOW_METRICS_HOST (127.0.0.1)."),
 ) -> None:
     """Run the hot path: Kafka → hot store → real-time marts, exactly once."""
     logging.basicConfig(
@@ -37,11 +41,19 @@ def stream(
         format="%(asctime)s %(levelname)s %(message)s")
     if not verbose:
         logging.getLogger("psycopg").setLevel(logging.WARNING)
+    from tripflow.observability.metrics import start_worker_metrics
+
     stop = threading.Event()
     with friendly_errors(), stop_on_signals(stop):
         options = StreamOptions(
             horizon=timedelta(hours=horizon_hours), batch_max_ms=batch_ms,
             batch_max_records=batch_records, partitions=parse_partitions(partitions))
-        summary = run_stream(command_settings(kafka=True), until_idle, options=options,
-                             stop=stop)
+        settings = command_settings(kafka=True)
+        metrics = start_worker_metrics(settings, "stream", metrics_port)
+        try:
+            summary = run_stream(settings, until_idle, options=options, stop=stop,
+                                 metrics=metrics)
+        finally:
+            if metrics is not None:
+                metrics.close()
     console.print(summary.line(), soft_wrap=True)

@@ -410,10 +410,11 @@ def reconcile(conn: psycopg.Connection, minutes: pa.Table, dates: list[dt.date])
         ["event_minute", "total_clicks", "unique_sessions", "unique_docs"]))
     low = dt.datetime.combine(min(dates), dt.time(), dt.UTC)
     high = dt.datetime.combine(max(dates) + dt.timedelta(days=1), dt.time(), dt.UTC)
-    deleted = conn.execute(_SQL["minutes_delete"],
-                           {"low": low, "high": high, "dates": dates}).fetchall()
+    span = {"low": low, "high": high, "dates": dates}
+    in_hot = dict(conn.execute(_SQL["minutes_in_hot"], span).fetchall())
+    deleted = conn.execute(_SQL["minutes_delete"], span).fetchall()
     changed = conn.execute(_SQL["minutes_upsert"]).fetchall()
-    per_date = {d: [0, 0, 0] for d in dates}
+    per_date = {d: [0, 0, 0, in_hot.get(d, 0)] for d in dates}
     for item in pc.value_counts(day).to_pylist():
         per_date[item["values"]][0] = item["counts"]
     for (d,) in changed:

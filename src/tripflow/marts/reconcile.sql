@@ -44,6 +44,13 @@ create temp table if not exists reconcile_stage (event_minute timestamptz primar
     total_clicks bigint, unique_sessions bigint, unique_docs bigint)
     on commit delete rows;
 
+-- name: minutes_in_hot
+-- The hot minutes of the dates before the rewrite (the drift check skips dates without).
+select (event_minute at time zone 'UTC')::date, count(*) from mart_realtime_traffic_minute
+where event_minute >= %(low)s and event_minute < %(high)s
+  and (event_minute at time zone 'UTC')::date = any(%(dates)s)
+group by 1;
+
 -- name: minutes_delete
 -- The hot minutes of the dates that silver does not have.
 delete from mart_realtime_traffic_minute m
@@ -69,5 +76,5 @@ returning (m.event_minute at time zone 'UTC')::date;
 
 -- name: record
 insert into tripflow.reconciliation (event_date, minutes_in_silver, minutes_changed,
-                                     minutes_deleted)
-values (%s, %s, %s, %s);
+                                     minutes_deleted, minutes_in_hot)
+values (%s, %s, %s, %s, %s);

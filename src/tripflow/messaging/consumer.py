@@ -124,7 +124,8 @@ class ExactlyOnceConsumer:
     def __init__(self, settings: Settings, options: ConsumerOptions, sink: Sink,
                  buffers: Buffers | None = None, *, stop: threading.Event | None = None,
                  on_tick: Callable[[ExactlyOnceConsumer], None] | None = None,
-                 consumer_factory: Callable[[dict[str, Any]], Any] = Consumer) -> None:
+                 consumer_factory: Callable[[dict[str, Any]], Any] = Consumer,
+                 metrics: Any = None) -> None:
         self.settings = settings
         self.topic = settings.topic
         self.options = options
@@ -133,6 +134,7 @@ class ExactlyOnceConsumer:
         self.stop = stop or threading.Event()
         self.on_tick = on_tick
         self.consumer_factory = consumer_factory
+        self.metrics = metrics  # observability.metrics.WorkerMetrics: tick() and written()
         self.stats = ConsumerStats()
         self.expected: dict[int, int | None] = {}  # assigned partition -> stored offset
         self.replaced: set[int] = set()  # read from a new log's start, not written yet
@@ -215,6 +217,8 @@ class ExactlyOnceConsumer:
             self._commit_hint()
             if self.on_tick is not None:
                 self.on_tick(self)
+            if self.metrics is not None:
+                self.metrics.tick(self)
             self._check_joined()
             if batch is None and self.writer.idle() and self._idle():
                 return "idle"
@@ -602,4 +606,6 @@ class ExactlyOnceConsumer:
         self.stats.last_write_at = time.monotonic()
         self.to_commit.update({p: e.next_offset for p, e in batch.ends.items()})
         self.sink.written(batch, result)
+        if self.metrics is not None:
+            self.metrics.written(batch)
 

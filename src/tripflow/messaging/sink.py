@@ -58,6 +58,7 @@ CdcSink(dsn, topic)).run()`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -116,6 +117,7 @@ class Batch:
     records: int = -1  # Kafka records (rows may be released once prepared)
     prepared: Any = None  # what the sink's prepare() made of the rows
     prepare_ms: float = 0.0
+    created: float = field(default_factory=time.monotonic)  # records collected (metrics)
 
     def __post_init__(self) -> None:
         if self.records < 0:

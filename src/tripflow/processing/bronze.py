@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -340,6 +341,7 @@ def run_bronze(
     join_timeout: float = 60.0,
     partitions: tuple[int, ...] | None = None,
     on_progress: Callable[[BronzeSummary], None] | None = None,
+    metrics: Any = None,
 ) -> BronzeSummary:
     """Copy the topic into bronze until stopped (SIGTERM/SIGINT) or, with `until_idle`,
     until no record arrived for that many seconds. Safe to kill at any instant.
@@ -373,7 +375,8 @@ def run_bronze(
         if on_progress:
             on_progress(summary)
 
-    loop = ExactlyOnceConsumer(settings, options, sink, stop=stop, on_tick=tick)
+    loop = ExactlyOnceConsumer(settings, options, sink, stop=stop, on_tick=tick,
+                               metrics=metrics)  # observability.metrics.WorkerMetrics
     with logged_run(dsn, "bronze") as stats, stop_on_signals(stop):
         try:
             result = loop.run()

@@ -156,6 +156,7 @@ class StreamWorker:
         options: StreamOptions | None = None,
         stop: threading.Event | None = None,
         on_commit: Callable[[BatchReport], None] | None = None,
+        metrics: Any = None,
     ) -> None:
         self.settings = settings
         self.topic = settings.topic
@@ -166,6 +167,9 @@ class StreamWorker:
         self.summary = StreamSummary()
         self._progress_at = time.monotonic()
         self._progress_records = 0
+        self.metrics = metrics  # observability.metrics.WorkerMetrics, fed by the loop
+        if metrics is not None:
+            metrics.quarantined_total = lambda: self.summary.quarantined
 
     def consumer_options(self) -> ConsumerOptions:
         opts = self.options
@@ -208,7 +212,8 @@ class StreamWorker:
                      self.options.horizon, self.options.batch_max_records,
                      self.options.batch_max_ms)
             loop = ExactlyOnceConsumer(self.settings, self.consumer_options(), sink,
-                                       self.buffers(), stop=self.stop, on_tick=self._progress)
+                                       self.buffers(), stop=self.stop, on_tick=self._progress,
+                                       metrics=self.metrics)
             stats = loop.run()
             self.summary.stopped = stats.stopped
             self.summary.fenced_batches = stats.fenced
@@ -244,12 +249,14 @@ def run_stream(
     options: StreamOptions | None = None,
     stop: threading.Event | None = None,
     on_commit: Callable[[BatchReport], None] | None = None,
+    metrics: Any = None,
 ) -> StreamSummary:
     """Run the hot-path worker until `stop` is set, or until no record arrived for
-    `until_idle` seconds. Returns what it did (`summary.line()` is the one-line summary)."""
+    `until_idle` seconds. Returns what it did (`summary.line()` is the one-line summary).
+    `metrics`: a `tripflow.observability.metrics.WorkerMetrics` to feed."""
     bound_process_memory()
     return StreamWorker(settings, until_idle=until_idle, options=options, stop=stop,
-                        on_commit=on_commit).run()
+                        on_commit=on_commit, metrics=metrics).run()
 
 
 __all__ = [

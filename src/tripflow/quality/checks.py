@@ -33,6 +33,10 @@ from tripflow.settings import Settings
 LAYERS = ("bronze", "silver", "gold", "hot")
 UNMAPPED_AREA_RATE = 0.05  # share of a date's clicks with an area outside CANONICAL_AREAS
 QUARANTINE_RATE = 0.02  # share of a date's bronze records quarantined
+# Share of a date's minutes reconciliation had to rewrite. The hot path is exact within
+# its horizon (spec/marts.md, "Reconciliation"): only clicks arriving later than it, which
+# the batch path alone counts, may change a minute, and those are a small share.
+DRIFT_RATE = 0.05
 _SHOWN = 5  # dates / partitions named in a detail
 
 
@@ -350,6 +354,24 @@ def hourly_sums_match_daily(scope: Scope, c: Check) -> list[Result]:
     results += [c.result(abs((daily or 0) - (hourly or 0)), f"daily {daily}, hourly {hourly}",
                          day) for day, daily, hourly in wrong]
     return results
+
+
+_DRIFT = """
+select distinct on (event_date) event_date, minutes_changed + minutes_deleted,
+       minutes_in_silver + minutes_deleted
+from tripflow.reconciliation
+where {where} and minutes_in_hot > 0
+order by event_date, reconciled_at desc"""
+
+
+@check("gold.hot_cold_drift", "gold", "warn", DRIFT_RATE)
+def hot_cold_drift(scope: Scope, c: Check) -> list[Result]:
+    """Share of a date's minutes (silver's and the hot mart's) that the date's latest
+    reconciliation rewrote: added, changed or deleted. Only dates the hot mart had when
+    they were reconciled: a batch-only date (no hot minute) has nothing to compare."""
+    where, params = scope.date_filter()
+    rates = scope.conn.execute(_DRIFT.format(where=where), params).fetchall()
+    return _rate_results(c, rates, "minutes rewritten")
 
 
 # -- hot ------------------------------------------------------------------------------------

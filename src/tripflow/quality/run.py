@@ -70,7 +70,11 @@ def run_quality(settings: Settings, dates: Iterable[dt.date] | None = None, *,
             if changed and silver is not None:
                 from tripflow.processing.silver import write_state
                 write_state(conn, STATE_STEP, silver)
-    return QualityReport(run_id, chosen, results)
+    report = QualityReport(run_id, chosen, results)
+    from tripflow.observability.alerts import alert_quality
+
+    alert_quality(settings, report)  # TRIPFLOW_ALERT_WEBHOOK, when set
+    return report
 
 
 def _dates(settings: Settings, conn, dates: Iterable[dt.date] | None,  # type: ignore[no-untyped-def]
