@@ -1,0 +1,64 @@
+"""deploy/grafana and the compose services around Prometheus: the provisioned dashboard
+queries only metrics tripflow (or prometheus_client, or Prometheus) exports, and compose
+mounts the folders that hold them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from tripflow.observability import metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def _exported() -> set[str]:
+    """Metric names tripflow exports: the workers' (and their _total/_bucket/... series)
+    and the pipeline collector's (named in its source)."""
+    names = set()
+    for collector in (metrics.RECORDS_CONSUMED, metrics.RECORDS_WRITTEN, metrics.BATCHES,
+                      metrics.BATCH_SECONDS, metrics.LAG, metrics.LAST_WRITE, metrics.WRITE_AGE,
+                      metrics.QUARANTINED):
+        for family in collector.describe():
+            names |= {family.name, f"{family.name}_total", f"{family.name}_bucket",
+                      f"{family.name}_count", f"{family.name}_sum"}
+    source = Path(metrics.__file__).read_text()
+    names |= set(re.findall(r'"(tripflow_[a-z_]+)"', source))
+    return names | {"up", "process_resident_memory_bytes"}
+
+
+def test_grafana_dashboard_queries_exported_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "tripflow-pipeline.json")
+                           .read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(dashboard["panels"]) == 9 and len(exprs) == 13
+    used = {name for e in exprs for name in re.findall(r"\b(tripflow_[a-z_]+|up|process_[a-z_]+)"
+                                                        r"\b", e)}
+    assert used - _exported() == set()
+    datasource = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" /
+                                 "prometheus.yml").read_text())["datasources"][0]
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {datasource["uid"]}
+
+
+def test_alert_rules_use_exported_metrics() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used = {name for e in exprs for name in re.findall(r"\b(tripflow_[a-z_]+|up)\b", e)}
+    assert used - _exported() == set()
+
+
+def test_compose_runs_prometheus_grafana_and_the_exporter() -> None:
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    assert "./prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
+    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in \
+        services["grafana"]["volumes"]
+    assert services["tripflow-metrics"]["command"] == ["metrics"]
+    for name in ("tripflow-stream", "tripflow-metrics"):
+        assert services[name]["environment"]["TRIPFLOW_METRICS_PORT"] == "9108"
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert {j["job_name"] for j in config["scrape_configs"]} == {"tripflow-stream",
+                                                                 "tripflow-pipeline"}
