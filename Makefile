@@ -11,7 +11,7 @@ AIRFLOW_VERSION := 3.3.0
 SUPERSET_VENV  ?= .venv-superset
 SUPERSET_STAMP := $(SUPERSET_VENV)/.tripflow-installed
 
-.PHONY: demo test lint install clean airflow-venv superset-venv chromium jars bench-e2e
+.PHONY: demo test lint install clean airflow-venv superset-venv chromium prometheus jars bench-e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,13 +54,19 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  { echo "install Debian's chromium first (apt-get install chromium)" >&2; exit 1; }
 
+# The alert-rule tests run Debian's prometheus and promtool.
+prometheus:
+	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; } || \
+	  { echo "install Debian's prometheus first (apt-get install prometheus)" >&2; exit 1; }
+
 demo: $(STAMP)
 	$(BIN)/tripflow demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint chromium jars $(AIRFLOW_STAMP) $(SUPERSET_STAMP)
+test: lint chromium prometheus jars $(AIRFLOW_STAMP) $(SUPERSET_STAMP)
 	TRIPFLOW_AIRFLOW_VENV=$(abspath $(AIRFLOW_VENV)) \
 	TRIPFLOW_SUPERSET_VENV=$(abspath $(SUPERSET_VENV)) $(BIN)/pytest
 
