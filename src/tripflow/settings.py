@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,18 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(default=None, description="Kafka bootstrap servers")
     topic: str = Field(default="tripclick_raw_logs", description="topic of raw click records")
     lake_uri: str | None = Field(default=None, description="lake root (folder or s3://…)")
+
+    # Embedded broker: "auto" = Apache Kafka when Java ≥ 17 is present, else tansu.
+    broker: Literal["auto", "kafka", "tansu"] = "auto"
+    brokers: int | None = Field(default=None, ge=1, le=9, description="embedded Kafka brokers")
+    # Secured cluster connections, passed to every Kafka client (see messaging/config.py).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT",
+                                     "SASL_SSL"] | None = None
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None  # read when no password is set
+    kafka_ssl_ca_file: Path | None = None
 
     # Topic administration (ingestion issue).
     topic_partitions: int = Field(default=6, ge=1)
@@ -38,6 +51,19 @@ class Settings(BaseSettings):
     # Slack-compatible incoming webhook for failed checks and a breached freshness SLA
     # (a secret: never printed).
     alert_webhook: SecretStr | None = None
+
+    # Change data capture of catalog.documents (tripflow.cdc): Debezium's topic prefix
+    # (topic `<prefix>.catalog.documents`) and the replication role's password (else one
+    # generated under home).
+    cdc_topic_prefix: str = Field(default="tripflow", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    cdc_password: SecretStr | None = None
+
+    # The batch engine of silver, marts and backfill (a command's --engine overrides it),
+    # Spark's master (`spark://host:7077`, `yarn`, `k8s://…` in a cluster) and extra Spark
+    # settings: `key=value,key2=value2`, or the path of a file of `key value` lines.
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark_master: str = Field(default="local[2]", min_length=1)
+    spark_conf: str | None = None
 
     # Port of the embedded PostgreSQL/broker when first started (0 = any free port).
     pg_port: int = 0

@@ -19,8 +19,11 @@ err_console = Console(stderr=True)
 _EXPECTED_ERRORS = (
     ("tripflow.services", "ServiceError"),
     ("tripflow.ingestion.admin", "IngestionError"),
+    ("tripflow.messaging.config", "SecurityConfigError"),
+    ("tripflow.messaging.consumer", "ConsumerError"),
     ("tripflow.processing.bronze", "BronzeError"),
     ("tripflow.dashboards.superset", "SupersetError"),
+    ("tripflow.cdc", "CdcError"),
 )
 
 

@@ -6,6 +6,7 @@ import typer
 
 from tripflow.cli import (
     batch,
+    cdc,
     dashboards,
     demo,
     generate,
@@ -34,6 +35,8 @@ app.command()(produce.produce)
 app.command()(stream.stream)
 for command in (batch.bronze, batch.silver, batch.marts, batch.backfill, batch.articles):
     app.command()(command)
+app.add_typer(cdc.catalog_app, name="catalog")
+app.add_typer(cdc.app, name="cdc")
 app.command()(quality.quality)
 app.command()(metrics.metrics)
 app.add_typer(dashboards.app, name="dashboards")

@@ -1,6 +1,7 @@
 """`tripflow articles PATH`: load `allarticles.txt` (or a `logs.tar.gz` holding it).
 
-The catalogue goes to PostgreSQL (`tripflow.articles`, replaced in one transaction), then
+The catalogue goes to PostgreSQL (`tripflow.articles`, replaced in one transaction, and
+the operational table `catalog.documents`, upserted in the same one), then
 to the lake (`reference/articles`, replaced whole): the lake table existing means a
 catalogue is loaded. The mart engine takes `mart_popular_documents` titles from the lake
 for a large run (read once) and from PostgreSQL's primary key for a small one (a day's
@@ -21,6 +22,8 @@ import pyarrow.compute as pc
 from deltalake import write_deltalake
 
 from tripflow import db, lake, services
+from tripflow.cdc import catalog
+from tripflow.db import sqlfiles
 from tripflow.db.copy import copy_arrow
 from tripflow.processing.runlog import logged_run
 from tripflow.records.articles import read_articles
@@ -58,6 +61,9 @@ def load_articles(settings: Settings, path: str | Path) -> ArticlesSummary:
         with db.connect(settings) as conn, conn.transaction():
             conn.execute("delete from tripflow.articles")
             copy_arrow(conn, "tripflow.articles", articles)
+            # The operational catalogue too: an upsert, so only documents that changed
+            # make change events (tripflow.cdc captures them).
+            stats.extra["catalog_changed"] = catalog.upsert(conn, articles)
         write_deltalake(lake.table_uri(settings, lake.ARTICLES), articles, mode="overwrite",
                         schema_mode="overwrite", storage_options=lake.storage_options(settings))
         stats.rows_in, stats.rows_out = table.num_rows, articles.num_rows
@@ -66,7 +72,9 @@ def load_articles(settings: Settings, path: str | Path) -> ArticlesSummary:
                            time.monotonic() - started)
 
 
-_TITLES = "select document_id, title from tripflow.articles where document_id = any(%s)"
+# Titles: the current version in dim_documents (the catalogue as editors keep it, through
+# change data capture) when it has a non-blank one, else the loaded allarticles.txt's.
+_TITLES = sqlfiles.queries("marts", "articles.sql")
 # Up to this many distinct documents, titles come from PostgreSQL by primary key.
 _LOOKUP_DOCUMENTS = 50_000
 
@@ -100,12 +108,28 @@ class LoadedArticles:
         if self.everything is not None:
             # Only the group's documents: joining the whole catalogue (millions of titles)
             # in every group costs more than this one hash lookup.
-            return self.everything.filter(pc.is_in(self.everything.column("document_id"),
-                                                   value_set=wanted))
+            return self._current(self.everything.filter(
+                pc.is_in(self.everything.column("document_id"), value_set=wanted)))
         if len(wanted) <= _LOOKUP_DOCUMENTS:
             with db.connect(self.settings) as conn:
-                found = conn.execute(_TITLES, (wanted.to_pylist(),)).fetchall()
-            return pa.table({"document_id": pa.array([r[0] for r in found], pa.int64()),
-                             "title": pa.array([r[1] for r in found], pa.string())})
-        return self.dataset.to_table(columns=["document_id", "title"],
-                                     filter=pc.field("document_id").isin(wanted))
+                found = conn.execute(_TITLES["titles"], {"ids": wanted.to_pylist()}).fetchall()
+            return _table(found)
+        return self._current(self.dataset.to_table(columns=["document_id", "title"],
+                                                   filter=pc.field("document_id").isin(wanted)))
+
+    def _current(self, table: pa.Table) -> pa.Table:
+        """`table`'s titles replaced by the current dimension's where it has one."""
+        with db.connect(self.settings) as conn:
+            found = conn.execute(_TITLES["current_titles"], {
+                "ids": table.column("document_id").to_pylist()}).fetchall()
+        if not found:
+            return table
+        current = _table(found)
+        keep = pc.invert(pc.is_in(table.column("document_id"),
+                                  value_set=current.column("document_id")))
+        return pa.concat_tables([table.filter(keep), current])
+
+
+def _table(rows: list[tuple[int, str | None]]) -> pa.Table:
+    return pa.table({"document_id": pa.array([r[0] for r in rows], pa.int64()),
+                     "title": pa.array([r[1] for r in rows], pa.string())})

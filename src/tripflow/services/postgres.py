@@ -36,6 +36,7 @@ from tripflow.services.procs import (
 SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "tripflow"
 DATABASE = "tripflow"
+WAL_LEVEL = "logical"
 
 
 class PostgresError(RuntimeError):
@@ -264,10 +265,44 @@ def _initdb(paths: PgPaths, user: str | None, bin_dir: Path) -> None:
         conf.write("\ninclude_if_exists = 'tripflow.conf'\n")
 
 
+def _write_conf(paths: PgPaths, port: int) -> None:
+    (paths.data / "tripflow.conf").write_text(
+        f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\n"
+        "max_connections = 200\n"
+        # A cold-mart rebuild writes millions of rows in one transaction: with the
+        # defaults (1 GB of WAL, 128 MB of buffers) it checkpoints every few seconds.
+        "shared_buffers = 256MB\nmax_wal_size = 4GB\ncheckpoint_timeout = 15min\n"
+        # Change data capture (Debezium, pgoutput) reads the WAL through logical
+        # replication slots: one per capturing database.
+        f"wal_level = {WAL_LEVEL}\nmax_replication_slots = 32\nmax_wal_senders = 32\n"
+    )
+
+
+def wal_level(paths: PgPaths) -> str | None:
+    """The running server's wal_level (None when it does not answer)."""
+    url = dsn(paths, "postgres")
+    if url is None:
+        return None
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            row = conn.execute("show wal_level").fetchone()
+    except psycopg.Error:
+        return None
+    return str(row[0]) if row else None
+
+
 def start(paths: PgPaths, port: int = 0) -> bool:
-    """Start the server unless it answers already. Returns True when it was started now."""
+    """Start the server unless it answers already. Returns True when it was started now.
+
+    A server started before change data capture existed runs with wal_level=replica: it is
+    restarted once (the setting is read only at start) so the catalogue can be captured.
+    """
     if is_up(paths):
-        return False
+        if wal_level(paths) in (WAL_LEVEL, None):
+            return False
+        state = read_json(paths.state_file) or {}
+        stop(paths)
+        port = port or int(state.get("port") or 0)
     user = _run_as()
     bin_dir = _prepare_home(paths, user)
     if not (paths.data / "PG_VERSION").exists():
@@ -277,13 +312,7 @@ def start(paths: PgPaths, port: int = 0) -> bool:
     port = port or state.get("port") or 0
     if not port or not port_free(port):
         port = free_port()
-    (paths.data / "tripflow.conf").write_text(
-        f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\n"
-        "max_connections = 200\n"
-        # A cold-mart rebuild writes millions of rows in one transaction: with the
-        # defaults (1 GB of WAL, 128 MB of buffers) it checkpoints every few seconds.
-        "shared_buffers = 256MB\nmax_wal_size = 4GB\ncheckpoint_timeout = 15min\n"
-    )
+    _write_conf(paths, port)
     # A postmaster.pid whose process is gone (or is now another program) is stale.
     if not pid_alive(postmaster_pid(paths), "postgres"):
         (paths.data / "postmaster.pid").unlink(missing_ok=True)

@@ -1,8 +1,9 @@
 -- mart_realtime_top_docs_1h (spec/marts.md): the snapshot at %(snapshot_ts)s (the clock
 -- truncated to the minute) replaces any earlier snapshot of that minute. Window
 -- (clock - 1 h, clock]; ranked by clicks, then distinct sessions, then smaller document_id.
--- title: the non-empty title of the document's latest click in the window (latest event
--- time, then greatest dedup key), else null.
+-- title: the current catalogue title (dim_documents, kept by change data capture) when
+-- not blank, else the non-empty title of the document's latest click in the window
+-- (latest event time, then greatest dedup key), else null.
 delete from mart_realtime_top_docs_1h
 where snapshot_ts = %(snapshot_ts)s or snapshot_ts < %(clock)s - %(retention)s;
 
@@ -29,7 +30,9 @@ with window_clicks as materialized (
     where w.title <> ''
     order by w.document_id, w.event_ts desc, w.dedup_key desc
 )
-select %(snapshot_ts)s, top.rank, top.document_id, titles.title, top.click_count,
-       top.unique_sessions
+select %(snapshot_ts)s, top.rank, top.document_id, coalesce(dim.title, titles.title),
+       top.click_count, top.unique_sessions
 from top
-left join titles using (document_id);
+left join titles using (document_id)
+left join dim_documents as dim
+    on dim.document_id = top.document_id and dim.is_current and btrim(dim.title) <> '';
