@@ -194,6 +194,14 @@ def test_dimension_is_the_catalogue_history_through_kills_and_a_new_column(
                     for op, n in by_op.items()}
     assert by_op.get("r") == 40  # the first capture's snapshot of the loaded catalogue
 
+    # `tripflow status` shows both ends.
+    shown = subprocess.run([sys.executable, "-m", "tripflow", "status"], env=cdc_env,
+                           capture_output=True, text=True, timeout=120).stdout
+    slot = f"tripflow_cdc_{pg_dsn.rsplit('/', 1)[1]}"
+    assert f"capture  slot {slot} (idle) → {cdc_settings.cdc_topic_prefix}.catalog.documents: " \
+        in shown, shown
+    assert f"apply    {changes[0]:,} changes applied" in shown, shown
+
     # The lake: bronze holds each Kafka record once, silver/dim_documents = PostgreSQL's.
     bronze = DeltaTable(f"{cdc_settings.lake}/{cdc_apply.BRONZE}").to_pyarrow_table()
     offsets = bronze["offset"].to_pylist()

@@ -151,3 +151,10 @@ def simulate(settings: Settings, *, rate: float = 5.0, duration: float = 10.0,
                 time.sleep(delay)
     summary.seconds = round(time.monotonic() - started, 2)
     return summary
+
+
+def catalogue_size(settings: Settings) -> int:
+    """Documents in catalog.documents."""
+    with psycopg.connect(db.prepare(settings)) as conn:
+        row = conn.execute("select count(*) from catalog.documents").fetchone()
+    return int(row[0]) if row else 0

@@ -122,3 +122,15 @@ values (%(id)s, %(title)s, %(url)s, %(doi)s, clock_timestamp());
 
 -- name: delete_document
 delete from catalog.documents where document_id = %(id)s;
+
+-- name: apply_status
+-- The dimension and what apply has done: versions, current and deleted documents, changes
+-- applied, the newest change's commit time and when it was applied.
+select (select count(*) from dim_documents),
+       (select count(*) from dim_documents where is_current),
+       (select count(*) from dim_documents where is_deleted),
+       count(*), max(changed_at), max(applied_at),
+       (select count(*) from catalog.documents),
+       (select string_agg(partition || '@' || next_offset, ', ' order by partition)
+        from tripflow.cdc_offsets where topic = %(topic)s)
+from tripflow.cdc_changes;

@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 import sys
 
+import psycopg
 import typer
+from rich.console import Console
 
 from tripflow.cli.console import command_settings, console, friendly_errors
+from tripflow.settings import Settings
 
 app = typer.Typer(help="Change data capture of catalog.documents (Debezium).",
                   no_args_is_help=True)
@@ -69,3 +72,31 @@ def simulate(
         summary = run(command_settings(), rate=rate, duration=duration, seed=seed,
                       edits=edits)
     console.print(summary.line(), soft_wrap=True)
+
+
+def status_section(settings: Settings, out: Console) -> None:
+    """`tripflow status`: capture (last LSN, slot lag, changes/s) and apply (dimension)."""
+    from tripflow import cdc, db
+    from tripflow.cdc.capture import status as capture_status
+    from tripflow.db import sqlfiles
+
+    dsn = db.prepare(settings)
+    captures = capture_status(dsn)
+    if not captures:
+        out.print("no capture has run (`tripflow cdc capture`, started by `tripflow demo`)")
+    for c in captures:
+        lag = "?" if c["lag_bytes"] is None else f"{c['lag_bytes']:,} B of WAL"
+        out.print(f"capture  slot {c['slot']} ({'reading' if c['slot_active'] else 'idle'}) → "
+                  f"{c['topic']}: {c['changes']:,} changes, {c['changes_per_s']:.2f}/s, last "
+                  f"LSN {c['last_lsn']}, confirmed {c['confirmed_lsn']}, lag {lag}, updated "
+                  f"{c['updated_at']:%Y-%m-%d %H:%M:%S}", soft_wrap=True)
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(sqlfiles.queries("cdc", "cdc.sql")["apply_status"],
+                           {"topic": cdc.topic(settings)}).fetchone()
+    assert row is not None
+    versions, current, deleted, changes, newest, applied, documents, positions = row
+    delay = "" if newest is None or applied is None else \
+        f" (committed {newest:%H:%M:%S}, applied {applied:%H:%M:%S})"
+    out.print(f"apply    {changes:,} changes applied{delay}; dim_documents: {versions:,} "
+              f"versions, {current:,} current of {documents:,} documents in the catalogue, "
+              f"{deleted:,} deleted; positions {positions or 'none'}", soft_wrap=True)

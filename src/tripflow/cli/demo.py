@@ -3,7 +3,8 @@
 1. services up, schema migrated;
 2. a generated week (bots, duplicates, late and bad lines) unless one exists;
 3. every day but the newest produced in bulk, once;
-4. the stream worker started in the background (hot marts);
+4. the stream worker started in the background (hot marts), and change data capture of
+   the document catalogue (capture, apply, an editor simulating changes);
 5. bronze → silver → cold marts (quick when nothing changed);
 6. the newest day replayed live in the background (`--rebase now`), so the real-time
    marts fill while you watch;
@@ -44,6 +45,21 @@ def _data(settings: Settings) -> tuple[Path, list[Path]]:
         console.print(f"[green]✓[/] demo data in {folder}")
     days = sorted(folder.glob("????-??-??.json"))
     return folder, days
+
+
+def _start_cdc(settings: Settings, folder: Path) -> None:
+    """The catalogue into catalog.documents (once), then change data capture and apply in
+    the background, and an editor changing the catalogue (tripflow.cdc)."""
+    from tripflow.cdc.catalog import catalogue_size
+    from tripflow.marts.articles import load_articles
+
+    articles = folder / "allarticles.txt"
+    if articles.exists() and not catalogue_size(settings):
+        console.print(f"[green]✓[/] {load_articles(settings, articles).line()}")
+    home = settings.home_dir
+    for name, started in workers.start_cdc(home, editor=True).items():
+        state = "started in the background" if started else "already running"
+        console.print(f"[green]✓[/] {name} {state} (log: {home / 'logs' / f'{name}.log'})")
 
 
 def _produce_history(settings: Settings, days: list[Path]) -> None:
@@ -101,6 +117,8 @@ def _run(settings: Settings) -> None:
                       f"(log: {home / 'logs' / 'stream.log'})")
     else:
         console.print("[green]✓[/] stream worker already running")
+
+    _start_cdc(settings, _folder)
 
     bronze = run_bronze(settings, until_idle=5)
     console.print(f"[green]✓[/] {bronze.line()}")

@@ -187,6 +187,8 @@ SECTIONS: list[Section] = [
     Section("PostgreSQL", postgres_section),
     Section("hot path", lambda s, out: __import__(
         "tripflow.cli.status_hot", fromlist=["x"]).hot_status_section(s, out)),
+    Section("change data capture", lambda s, out: __import__(
+        "tripflow.cli.cdc", fromlist=["x"]).status_section(s, out)),
 ]
 
 

@@ -63,3 +63,21 @@ def stop(home: Path, name: str, timeout_s: float = 20.0) -> bool:
 def names(home: Path) -> list[str]:
     folder = home / "run"
     return sorted(p.stem for p in folder.glob("*.json")) if folder.exists() else []
+
+
+# Change data capture of the catalogue (tripflow.cdc): capture, apply and, in the demo,
+# an editor making changes, so the dimension and mart_catalog_changes move while you watch.
+CDC_WORKERS = {
+    "cdc-capture": ["cdc", "capture"],
+    "cdc-apply": ["cdc", "apply"],
+}
+CATALOG_EDITOR = ("catalog-editor", ["catalog", "simulate", "--rate", "0.5",
+                                     "--duration", "86400"])
+
+
+def start_cdc(home: Path, *, editor: bool = False) -> dict[str, bool]:
+    """Start capture and apply (and the demo's editor) unless running; name -> started."""
+    wanted = dict(CDC_WORKERS)
+    if editor:
+        wanted[CATALOG_EDITOR[0]] = CATALOG_EDITOR[1]
+    return {name: start(home, name, args) for name, args in wanted.items()}
