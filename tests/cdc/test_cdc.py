@@ -19,11 +19,13 @@ from itertools import pairwise
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
 from tripflow.cdc import apply as cdc_apply
 from tripflow.cdc.catalog import simulate
+from tripflow.marts.articles import LoadedArticles
 from tripflow.records.articles import write_articles
 from tripflow.settings import Settings
 
@@ -153,6 +155,27 @@ def test_dimension_is_the_catalogue_history_through_kills_and_a_new_column(
     applier.start()
     _wait("the dimension to catch up",
           lambda: capture.alive() and applier.alive() and _converged(pg_dsn), timeout=150)
+
+    # A title fixed in the catalogue shows in the latest real-time top-20 snapshot.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        doc = conn.execute("select min(document_id) from catalog.documents").fetchone()[0]
+        conn.execute("insert into mart_realtime_top_docs_1h values (now(), 1, %s, 'old', 9, 3)",
+                     (doc,))
+        conn.execute("update catalog.documents set title = 'Fixed title' where document_id = %s",
+                     (doc,))
+
+    def retitled() -> bool:
+        with psycopg.connect(pg_dsn) as conn:
+            row = conn.execute("select title from mart_realtime_top_docs_1h").fetchone()
+        return row is not None and row[0] == "Fixed title"
+
+    _wait("the real-time mart's title", retitled, timeout=60)
+    _wait("the dimension to catch up", lambda: _converged(pg_dsn), timeout=60)
+    # mart_popular_documents' titles come from the current dimension too.
+    titles = LoadedArticles(cdc_settings).for_documents(pa.array([doc, 100000], pa.int64()))
+    assert titles is not None and dict(zip(titles["document_id"].to_pylist(),
+                                           titles["title"].to_pylist(), strict=True)) == {
+        doc: "Fixed title", 100000: "Nouveau document"}
     assert capture.stop() == 0, capture.output()
     assert applier.stop() == 0, applier.output()
 
