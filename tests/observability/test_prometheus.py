@@ -36,7 +36,7 @@ def _binary(name: str) -> str:
     return found
 
 
-def test_promtool_accepts_the_rules_and_the_config() -> None:
+def test_promtool_accepts_the_rules_the_config_and_the_rule_tests() -> None:
     promtool = _binary("promtool")
     rules = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
                            text=True, check=False)
@@ -45,6 +45,11 @@ def test_promtool_accepts_the_rules_and_the_config() -> None:
     config = subprocess.run([promtool, "check", "config", str(CONFIG)], capture_output=True,
                             text=True, check=False)
     assert config.returncode == 0, config.stdout + config.stderr
+    # deploy/prometheus/alerts_test.yml: each rule fires when it should, and not before.
+    unit = subprocess.run([promtool, "test", "rules", str(RULES.with_name("alerts_test.yml"))],
+                          capture_output=True, text=True, check=False)
+    assert unit.returncode == 0, unit.stdout + unit.stderr
+    assert "SUCCESS" in unit.stdout
 
 
 def _free_port() -> int:
