@@ -88,6 +88,18 @@ def ensure_role(settings: Settings, dsn: str) -> tuple[str, str]:
     return role, password
 
 
+def setup(settings: Settings) -> tuple[str, str]:
+    """What a capture needs before it starts (Debezium Server's too, in the cluster): the
+    replication role and the change topic (one partition: changes stay in commit order).
+    Returns (role, topic)."""
+    settings = services.resolve(settings)
+    dsn = db.prepare(settings)
+    role, _password = ensure_role(settings, dsn)
+    topic = cdc.topic(settings)
+    ensure_topic(settings.model_copy(update={"topic": topic}), partitions=1)
+    return role, topic
+
+
 def check_wal_level(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
         level = conn.execute("show wal_level").fetchone()
@@ -208,10 +220,9 @@ def capture(settings: Settings, *, until_idle: float | None = None,
     settings = services.resolve(settings)
     dsn = db.prepare(settings)
     check_wal_level(dsn)
-    role, password = ensure_role(settings, dsn)
+    role, topic = setup(settings)
+    password = cdc.password(settings, role)
     _wait_for_slot(dsn, role)
-    topic = cdc.topic(settings)
-    ensure_topic(settings.model_copy(update={"topic": topic}), partitions=1)
     summary = CaptureSummary(topic, role)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(_SQL["capture_started"], {"slot": role, "topic": topic})

@@ -44,6 +44,17 @@ def capture(until_idle: float | None = _UNTIL_IDLE,
 
 
 @app.command()
+def setup() -> None:
+    """Create (or update) the replication role and the change topic: what Debezium Server
+    needs in the cluster setting (deploy/debezium); `capture` does it itself."""
+    with friendly_errors():
+        from tripflow.cdc.capture import setup as run
+
+        role, topic = run(command_settings(kafka=True))
+    console.print(f"cdc setup: replication role {role}, topic {topic}")
+
+
+@app.command()
 def apply(until_idle: float | None = _UNTIL_IDLE,
           verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Apply the change topic to bronze/catalog_changes and the type-2 dimension
