@@ -4,19 +4,22 @@ Every `sql/mart_*.sql` file is one cold mart (the file name is the table name, i
 and in PostgreSQL); `sql/reconcile_traffic_minute.sql` recomputes the hot traffic-minute
 mart. The SQL only names relations (`silver_clicks`, `silver_click_areas`, `articles`,
 see `sql/README.md`); an engine registers them for the run's dates and runs the files.
-Here the engine is DuckDB over Arrow tables; the same files run on Spark SQL.
+Here the engine is DuckDB over Arrow tables; the same files run on Spark
+(tripflow.spark.marts, transpiled to Spark SQL with sqlglot).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tripflow.db import sqlfiles
+from tripflow.settings import Settings
 
 RECONCILE_QUERY = "reconcile_traffic_minute"
 
@@ -84,6 +87,7 @@ class DuckDBEngine:
     """Runs the SQL files in an in-process DuckDB over registered Arrow tables."""
 
     name = "duckdb"
+    writes_gold = False  # run_marts writes the results to gold with delta-rs
 
     def __init__(self, threads: int = 2) -> None:
         self.threads = threads
@@ -124,12 +128,17 @@ def normalise(table: pa.Table) -> pa.Table:
 ENGINES = {"duckdb": DuckDBEngine}
 
 
-def get_engine(name: str) -> DuckDBEngine:
+def get_engine(name: str, settings: Settings | None = None) -> Any:
+    """The engine `name`: DuckDBEngine, or the Spark engine (tripflow.spark.marts, which
+    needs the settings for its session and the lake)."""
     if name == "spark":
-        raise ValueError(
-            "the Spark engine runs on a cluster, not from this command: submit the SQL files "
-            "of tripflow/marts/sql with Spark SQL (see sql/README.md); here use --engine duckdb")
+        if settings is None:
+            raise ValueError("the Spark engine needs the settings")
+        from tripflow.spark.marts import SparkEngine
+
+        return SparkEngine(settings)
     try:
         return ENGINES[name]()
     except KeyError:
-        raise ValueError(f"unknown engine {name!r}: choose one of {sorted(ENGINES)}") from None
+        raise ValueError(f"unknown engine {name!r}: choose one of duckdb, spark "
+                         "(--engine or TRIPFLOW_ENGINE)") from None

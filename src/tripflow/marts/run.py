@@ -48,6 +48,7 @@ from tripflow.processing.runlog import logged_run
 from tripflow.processing.silver import (
     SILVER_SCHEMA,
     SilverSummary,
+    check_engine,
     read_state,
     run_silver,
     write_state,
@@ -130,7 +131,7 @@ def run_marts(
     dates: Iterable[dt.date] | None = None,
     *,
     changed: bool = False,
-    engine: str = "duckdb",
+    engine: str | None = None,
     reconcile_days: int | None = HOT_RETENTION_DAYS,
     chunk_rows: int = CHUNK_ROWS,
     on_progress: Callable[[int, int], None] | None = None,
@@ -140,12 +141,13 @@ def run_marts(
     default without dates) for the dates silver changed since the last `changed` run.
 
     silver_built_from: the bronze version silver of `dates` was just rebuilt from (what
-    `backfill` knows), for the reconciliation's check (see reconcile.py)."""
+    `backfill` knows), for the reconciliation's check (see reconcile.py).
+    engine: duckdb or spark (tripflow.spark.marts); default TRIPFLOW_ENGINE."""
     if dates is not None and changed:
         raise ValueError("give dates or changed=True, not both")
     if silver_built_from is not None and dates is None:
         raise ValueError("silver_built_from goes with dates")
-    runner = engines.get_engine(engine)
+    runner = engines.get_engine(check_engine(engine or settings.engine), settings)
     explicit = sorted(set(dates)) if dates is not None else None
     dsn = db.prepare(settings)
     summary = MartsSummary(engine=runner.name)
@@ -308,7 +310,8 @@ def _plan(settings: Settings, dsn: str, explicit: list[dt.date] | None,
                  extra=sorted(window - set(todo)))
 
 
-def _stages(settings: Settings, plan: _Plan, summary: MartsSummary) -> list[_Stage]:
+def _stages(settings: Settings, plan: _Plan, summary: MartsSummary, runner: Any
+            ) -> list[_Stage]:
     """The PostgreSQL load and the gold writes, each a thread over computed groups."""
     timings, marts = summary.timings, plan.marts
 
@@ -337,6 +340,8 @@ def _stages(settings: Settings, plan: _Plan, summary: MartsSummary) -> list[_Sta
                                 storage_options=plan.options)
             _tick(timings, "gold", started)
 
+    if getattr(runner, "writes_gold", False):
+        return [_Stage("marts-postgres", load_postgres)]
     return [_Stage("marts-postgres", load_postgres), _Stage("marts-gold", write_gold)]
 
 
@@ -347,7 +352,7 @@ def _compute_and_load(settings: Settings, runner: engines.DuckDBEngine, plan: _P
     overlap computing the next group); the exact minutes and the dedup keys of silver
     rows for the reconciliation."""
     timings = summary.timings
-    stages = _stages(settings, plan, summary)
+    stages = _stages(settings, plan, summary, runner)
     for stage in stages:
         stage.start()
     minutes: list[pa.Table] = []
@@ -359,13 +364,22 @@ def _compute_and_load(settings: Settings, runner: engines.DuckDBEngine, plan: _P
         for group in plan.groups:
             mark = time.monotonic()
             recent = [d for d in group if d in plan.window]
-            rows = _read_silver(plan.silver, plan.silver_uri, group,
-                                with_keys=any(d in plan.keyed for d in recent))
-            summary.rows_in += rows.num_rows
-            mark = _tick(timings, "read", mark)
-            titles = plan.articles.for_documents(rows.column("document_id"))
-            results = runner.run(engines.relations(rows, titles), plan.marts,
-                                 order_by=plan.keys)
+            with_keys = any(d in plan.keyed for d in recent)
+            if getattr(runner, "writes_gold", False):
+                # Spark reads silver and writes gold itself; the reconciliation's few recent
+                # dates are read here, as with DuckDB.
+                rows_in, results = runner.run_dates(group, plan.marts, plan.keys,
+                                                    plan.articles.loaded)
+                summary.rows_in += rows_in
+                rows = (_read_silver(plan.silver, plan.silver_uri, recent, with_keys=with_keys)
+                        if recent else None)
+            else:
+                rows = _read_silver(plan.silver, plan.silver_uri, group, with_keys=with_keys)
+                summary.rows_in += rows.num_rows
+                mark = _tick(timings, "read", mark)
+                titles = plan.articles.for_documents(rows.column("document_id"))
+                results = runner.run(engines.relations(rows, titles), plan.marts,
+                                     order_by=plan.keys)
             if recent:  # the hot minutes, only for dates the hot marts still keep
                 mask = pc.is_in(rows.column("event_date"), pa.array(recent, pa.date32()))
                 _reconcile_input(runner, rows.filter(mask), minutes, silver_keys, plan.keyed)
@@ -465,17 +479,20 @@ def date_span(start: dt.date, end: dt.date) -> list[dt.date]:
 
 def backfill(settings: Settings, start: dt.date, end: dt.date, *,
              reconcile_days: int | None = HOT_RETENTION_DAYS,
-             on_progress: Callable[[str, int, int], None] | None = None) -> BackfillSummary:
-    """Silver, then marts, for every date from `start` to `end` (inclusive). Logged as a
-    'backfill' run around the 'silver' and 'marts' runs it makes."""
+             on_progress: Callable[[str, int, int], None] | None = None,
+             engine: str | None = None) -> BackfillSummary:
+    """Silver, then marts, for every date from `start` to `end` (inclusive), on `engine`
+    (default TRIPFLOW_ENGINE). Logged as a 'backfill' run around the 'silver' and 'marts'
+    runs it makes."""
     dates = date_span(start, end)
     with logged_run(db.prepare(settings), "backfill", f"{start}..{end}") as stats:
-        silver = run_silver(settings, dates, on_progress=(
+        silver = run_silver(settings, dates, engine=engine, on_progress=(
             (lambda done, total: on_progress("silver", done, total)) if on_progress else None))
         stats.rows_in, stats.duplicates = silver.rows_in, silver.duplicates
         stats.quarantined = silver.quarantined
-        marts = run_marts(settings, dates, reconcile_days=reconcile_days, on_progress=(
-            (lambda done, total: on_progress("marts", done, total)) if on_progress else None),
+        marts = run_marts(
+            settings, dates, engine=engine, reconcile_days=reconcile_days, on_progress=(
+                (lambda done, total: on_progress("marts", done, total)) if on_progress else None),
             silver_built_from=silver.bronze_version)
         stats.rows_out = sum(marts.rows_out.values())
         stats.detail = f"silver: {silver.clicks} clicks; marts: {marts.rows_out}"

@@ -46,7 +46,7 @@ from tripflow.db import sqlfiles
 from tripflow.processing import quarantine
 from tripflow.processing.bronze import read_times
 from tripflow.processing.runlog import logged_run
-from tripflow.records.parser import parse_batch
+from tripflow.records.parser import ParseResult, parse_batch
 from tripflow.records.schema import CLICK_SCHEMA
 from tripflow.settings import Settings
 
@@ -81,17 +81,24 @@ class SilverBuild:
     nul_removed: int = 0  # valid records that had U+0000 removed from a string field
 
 
-def build_silver(rows: pa.Table) -> SilverBuild:
-    """Parse bronze rows and keep the first record per dedup key by (partition, offset).
-
-    Pure: the same bronze rows always give the same result."""
+def parse_bronze(rows: pa.Table) -> ParseResult:
+    """The one parser over bronze rows, each read at its Kafka timestamp: clicks and bad
+    records, with topic/partition/offset and the row's bronze date (`bronze_date`) as
+    context. Both engines call it (the Spark engine on each Arrow batch)."""
     context = pa.table({
         "topic": rows.column("topic"),
         "partition": rows.column("partition"),
         "offset": rows.column("offset"),
         "bronze_date": rows.column("event_date"),
     })
-    result = parse_batch(rows.column("value"), context=context, read_ms=read_times(rows))
+    return parse_batch(rows.column("value"), context=context, read_ms=read_times(rows))
+
+
+def build_silver(rows: pa.Table) -> SilverBuild:
+    """Parse bronze rows and keep the first record per dedup key by (partition, offset).
+
+    Pure: the same bronze rows always give the same result."""
+    result = parse_bronze(rows)
     clicks = result.clicks
     # Bronze dates every valid click by the parser itself, so this holds by construction;
     # a click that nevertheless lands in the wrong partition is counted, not written there.
@@ -123,6 +130,17 @@ def build_silver(rows: pa.Table) -> SilverBuild:
                        result.nul_removed)
 
 
+ENGINES = ("duckdb", "spark")
+
+
+def check_engine(name: str) -> str:
+    """A batch engine's name, or a ValueError saying which there are."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)} "
+                         "(--engine or TRIPFLOW_ENGINE)")
+    return name
+
+
 @dataclass
 class SilverSummary:
     """What one `run_silver` did."""
@@ -139,14 +157,16 @@ class SilverSummary:
     commits: int = 0
     bronze_version: int | None = None
     seconds: float = 0.0
+    engine: str = "duckdb"
 
     def date_range(self) -> str | None:
         return _date_range(self.dates)
 
     def line(self) -> str:
         dates = self.date_range() or "no dates"
+        engine = "" if self.engine == "duckdb" else f" ({self.engine})"
         return (
-            f"silver: {len(self.dates)} dates ({dates}), {self.rows_in:,} bronze rows in, "
+            f"silver{engine}: {len(self.dates)} dates ({dates}), {self.rows_in:,} bronze rows in, "
             f"{self.clicks:,} clicks out, {self.duplicates:,} duplicates, "
             f"{self.quarantined:,} quarantined ({self.quarantined_new:,} new, "
             f"{self.undated:,} undated), "
@@ -224,18 +244,23 @@ def run_silver(
     chunk_rows: int = CHUNK_ROWS,
     workers: int = 2,
     on_progress: Callable[[int, int], None] | None = None,
+    engine: str | None = None,
 ) -> SilverSummary:
     """Rebuild silver for `dates`, or (`changed=True`, the default without dates) for the
-    dates bronze appended to since the last `changed` run. Safe to kill at any instant."""
+    dates bronze appended to since the last `changed` run. Safe to kill at any instant.
+
+    engine: `duckdb` (here, in worker processes) or `spark` (tripflow.spark.silver);
+    default TRIPFLOW_ENGINE."""
     if dates is not None and changed:
         raise ValueError("give dates or changed=True, not both")
+    engine = check_engine(engine or settings.engine)
     explicit = sorted(set(dates)) if dates is not None else None
     dsn = db.prepare(settings)
-    summary = SilverSummary()
+    summary = SilverSummary(engine=engine)
     started = time.monotonic()
     with logged_run(dsn, "silver", _date_range(explicit or [])) as stats:
         try:
-            _run(settings, dsn, explicit, summary, chunk_rows, workers, on_progress)
+            _run(settings, dsn, explicit, summary, chunk_rows, workers, on_progress, engine)
         finally:
             summary.seconds = time.monotonic() - started
             stats.dates = summary.date_range()
@@ -252,7 +277,8 @@ def run_silver(
 
 
 def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: SilverSummary,
-         chunk_rows: int, workers: int, on_progress: Callable[[int, int], None] | None) -> None:
+         chunk_rows: int, workers: int, on_progress: Callable[[int, int], None] | None,
+         engine: str = "duckdb") -> None:
     bronze = lake.open_table(settings, lake.BRONZE)
     if bronze is None:
         return  # nothing ingested yet: nothing to rebuild
@@ -275,8 +301,11 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
         rows_per_date = lake.rows_per_date(bronze)
         groups = list(_chunks(todo, rows_per_date, chunk_rows))
         silver_uri = lake.table_uri(settings, lake.SILVER)
-        if len(groups) > 1 and lake.open_table(settings, lake.SILVER) is None:
-            # Created once here: parallel first writes would race to create version 0.
+        if groups and (len(groups) > 1 or engine == "spark") and (
+                lake.open_table(settings, lake.SILVER) is None):
+            # Created once here: parallel first writes would race to create version 0; and
+            # by delta-rs for Spark too, so the table's schema and protocol never depend on
+            # the engine that wrote first.
             write_deltalake(silver_uri, SILVER_SCHEMA.empty_table(), mode="append",
                             partition_by=["event_date"], storage_options=options)
         requests = [_GroupRequest(lake.file_set(bronze, bronze_uri, group), silver_uri,
@@ -285,7 +314,11 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
         done = 0
         if on_progress:
             on_progress(0, len(todo))
-        with _rebuilder(workers, len(groups)) as rebuild:
+        spark = None
+        if engine == "spark":
+            from tripflow.spark.silver import group_rebuilder
+            spark = group_rebuilder(settings, bronze_uri, bronze.version())
+        with _rebuilder(workers, len(groups), spark) as rebuild:
             for group, result in zip(groups, rebuild(requests), strict=True):
                 summary.commits += 1
                 summary.rows_in += result.rows_in
@@ -353,7 +386,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 @contextmanager
-def _rebuilder(workers: int, groups: int
+def _rebuilder(workers: int, groups: int,
+               spark: Callable[[_GroupRequest], _GroupResult] | None = None
                ) -> Iterator[Callable[[list[_GroupRequest]], Iterator[_GroupResult]]]:
     """A function from group requests to their results, in order. With several groups,
     worker processes rebuild them in parallel (parsing holds the GIL for a good part:
@@ -361,7 +395,12 @@ def _rebuilder(workers: int, groups: int
 
     The pool's processes are spawned, not forked: DuckDB, already running in this process
     (the parser's connection), hangs in a forked child. A worker that dies breaks the pool
-    (BrokenProcessPool), which ends the run with an error like any failed group."""
+    (BrokenProcessPool), which ends the run with an error like any failed group.
+
+    With the Spark engine, Spark rebuilds each group (its executors are the parallelism)."""
+    if spark is not None:
+        yield lambda requests: map(spark, requests)
+        return
     if workers <= 1 or groups <= 1:
         yield lambda requests: map(_rebuild_group, requests)
         return
