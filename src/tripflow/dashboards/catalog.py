@@ -122,6 +122,16 @@ documents = Dataset(
     "Views per UTC day and document, with titles (cold mart).",
     time_column="event_date", cache_timeout=COLD_CACHE_S)
 
+catalog_changes = Dataset(
+    "mart_catalog_changes",
+    (DATE,
+     Column("op", "TEXT", "Change"),
+     Column("changes", "BIGINT", "Changes")),
+    (Metric("changes_sum", "SUM(changes)", "Catalogue changes", ",d"),),
+    "Changes to the document catalogue per UTC day and kind (create, update, delete, "
+    "snapshot), from change data capture.",
+    time_column="event_date", cache_timeout=COLD_CACHE_S)
+
 realtime_traffic = Dataset(
     "realtime_traffic_recent",
     (Column("event_minute", "TIMESTAMP WITH TIME ZONE", "Minute (UTC)", temporal=True),
@@ -195,7 +205,7 @@ anomalies = Dataset(
     cache_timeout=HOT_CACHE_S)
 
 DATASETS: tuple[Dataset, ...] = (daily_traffic, hourly_traffic, clinical_areas, sessions,
-                                 documents, realtime_traffic, realtime_top_docs,
+                                 documents, catalog_changes, realtime_traffic, realtime_top_docs,
                                  realtime_trend, anomalies)
 
 DAY = Axes(x="Date (UTC)")
@@ -277,8 +287,13 @@ def _popular_documents() -> Dashboard:
         documents, kind="line", x="event_date", metrics=["views"],
         groupby=["document_short"],
         series_limit=5, axes=Axes(x="Date (UTC)", y="Views per day"), width=12, height=60)
+    edits = timeseries(
+        "documents_catalog_changes", "Catalogue changes per day (change data capture)",
+        catalog_changes, kind="bar", x="event_date", metrics=["changes_sum"],
+        groupby=["op"], stack=True, series_by_name=True,
+        axes=Axes(x="Date (UTC)", y="Changes per day"), width=12, height=50)
     return Dashboard(
-        "tripflow_popular_documents", "Popular documents", ((top,), (views,)),
+        "tripflow_popular_documents", "Popular documents", ((top,), (views,), (edits,)),
         (NativeFilter("date_range", "Date range"),
          NativeFilter("document", "Document", documents, "document_short",
                       charts=(views.key,),
