@@ -89,18 +89,23 @@ def fill_by_pipeline(settings: Settings, work: Path) -> str:
     env = _cli_env(settings)
     files = work / "days"
     run_tripflow("generate", "--out", str(files), "--start", START.isoformat(), "--days",
-                 str(DAYS), "--seed", "7", "--sessions-per-day", "300", "--bots", "2", env=env)
+                 str(DAYS), "--seed", "7", "--sessions-per-day", "300", "--bots", "2",
+                 "--bad-rate", "0.002", env=env)  # bad lines: "Pipeline health" quarantine
     day_files = sorted(str(p) for p in files.glob("[0-9]*.json"))
     run_tripflow("produce", *day_files, env=env)
     run_tripflow("stream", "--until-idle", "5", env=env)
     run_tripflow("bronze", "--until-idle", "5", env=env)
     run_tripflow("silver", env=env)
     run_tripflow("marts", env=env)
+    run_tripflow("metrics", "--once", env=env)  # a consumer-lag sample
     return f"pipeline: generate {DAYS} days → produce → stream/bronze → silver → marts"
 
 
 def fill_directly(settings: Settings) -> str:
+    from tests.observability.health_fill import fill_health
+
     clicks = _load_fill().fill_marts(db.prepare(settings), start=START, days=7)
+    fill_health(db.prepare(settings))
     return f"direct inserts of {clicks} synthetic clicks (TRIPFLOW_DASHBOARD_FILL=direct)"
 
 

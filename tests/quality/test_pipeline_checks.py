@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 
+from tripflow import db
 from tripflow.quality.checks import CHECKS
 from tripflow.settings import Settings
 
@@ -53,6 +54,23 @@ def test_generated_data_passes_every_check_and_corruption_fails_it(
     assert observed["silver.unmapped_area_rate"] > 0
     assert observed["silver.quarantine_rate"] > 0
     assert hot_dates == (3,)
+
+    # What Prometheus and the "Pipeline health" dashboard read of it.
+    metrics = tripflow_cli("metrics", "--once", env=env).stdout
+    assert ('tripflow_quality_check_failed{check="gold.hourly_sums_match_daily",layer="gold",'
+            'severity="fail"} 0.0') in metrics.splitlines()
+    assert "tripflow_hot_records_waiting 0.0" in metrics.splitlines()
+    with psycopg.connect(db.reader_dsn(settings, settings.pg_dsn)) as conn:  # type: ignore[arg-type]
+        seen = {view: conn.execute(f"select count(*) from {view}").fetchone()[0]  # type: ignore[index]
+                for view in ("health_quality_results", "health_drift", "health_freshness",
+                             "health_quarantine", "health_consumer_lag")}
+        drift = conn.execute("select max(drift_rate) from health_drift").fetchone()[0]  # type: ignore[index]
+    assert seen["health_drift"] == 3 and seen["health_freshness"] == 1
+    assert seen["health_consumer_lag"] == settings.topic_partitions  # one sample per partition
+    # silver's 5 checks, the marts' 4 (gold), then every check
+    assert seen["health_quality_results"] == 5 + 4 + len(CHECKS)
+    assert seen["health_quarantine"] >= 1
+    assert round(drift, 6) == observed["gold.hot_cold_drift"]  # the check's worst date
 
     # One corrupted mart row.
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:  # type: ignore[arg-type]

@@ -14,13 +14,19 @@ def metrics(
         None, "--metrics-port", metavar="PORT",
         help="Port (default: TRIPFLOW_METRICS_PORT, else 9108) on TRIPFLOW_METRICS_HOST "
              "(127.0.0.1)."),
+    once: bool = typer.Option(False, "--once", help="Read the metrics once (keeping a lag "
+                              "sample), print them in Prometheus' text format and exit."),
 ) -> None:
     """Serve the pipeline's metrics read from PostgreSQL and the broker at every scrape: hot
     marts' freshness and SLA, records waiting per partition, the latest result of every
     quality check, the quarantine per reason (see deploy/prometheus/). Runs until stopped."""
     from tripflow.messaging.consumer import stop_on_signals
-    from tripflow.observability.metrics import serve_pipeline
+    from tripflow.observability.metrics import pipeline_text, serve_pipeline
 
+    if once:
+        with friendly_errors():
+            print(pipeline_text(command_settings(kafka=True)), end="")
+        return
     stop = threading.Event()
     with friendly_errors(), stop_on_signals(stop):
         settings = command_settings(kafka=True)

@@ -34,7 +34,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -250,6 +258,13 @@ def _quality(rows: list[tuple]) -> Iterator[GaugeMetricFamily]:
     yield failed
     yield observed
     yield last
+
+
+def pipeline_text(settings: Settings) -> str:
+    """The pipeline's metrics read once, in Prometheus' text format (keeps a lag sample)."""
+    registry = CollectorRegistry()
+    registry.register(PipelineCollector(settings))
+    return generate_latest(registry).decode()
 
 
 def serve_pipeline(settings: Settings, port: int, host: str) -> Any:
