@@ -48,9 +48,9 @@ def test_errors_say_what_to_do(settings: Settings, tripflow_env: dict[str, str],
     assert result.returncode == 2 and "expected YYYY-MM-DD" in result.stderr
     result = tripflow_cli("silver", "--dates", "2016-01-01", "--changed", env=env, check=False)
     assert result.returncode == 2 and "not both" in result.stderr
-    result = tripflow_cli("marts", "--dates", "2016-01-01", "--engine", "spark", env=env,
+    result = tripflow_cli("marts", "--dates", "2016-01-01", "--engine", "flink", env=env,
                           check=False)
-    assert result.returncode == 2 and "Spark SQL" in result.stderr
+    assert result.returncode == 2 and "unknown engine 'flink'" in result.stderr
     result = tripflow_cli("backfill", "--from", "2016-01-02", "--to", "2016-01-01", env=env,
                           check=False)
     assert result.returncode == 2 and "before it starts" in result.stderr

@@ -165,8 +165,8 @@ def test_backfill_runs_silver_then_marts(settings: Settings) -> None:
 
 
 def test_unknown_engine_and_bad_arguments(settings: Settings) -> None:
-    with pytest.raises(ValueError, match="Spark SQL"):
-        run_marts(settings, [D1], engine="spark")
+    with pytest.raises(ValueError, match="unknown engine 'flink': choose one of duckdb, spark"):
+        run_marts(settings, [D1], engine="flink")
     with pytest.raises(ValueError, match="not both"):
         run_marts(settings, [D1], changed=True)
     with pytest.raises(ValueError, match="before it starts"):

@@ -87,6 +87,14 @@ def _progress(description: str, total: bool = True) -> Iterator[Callable[..., No
         yield update
 
 
+_ENGINE_HELP = ("Batch engine: duckdb (in this process) or spark (TRIPFLOW_SPARK_MASTER, "
+                "default local[2]); default TRIPFLOW_ENGINE, else duckdb.")
+
+
+def engine_option() -> str | None:
+    return typer.Option(None, "--engine", metavar="duckdb|spark", help=_ENGINE_HELP)
+
+
 def date_option(text: str | None, changed: bool) -> list[dt.date] | None:
     """The dates of `--dates FROM..TO`, None for `--changed` (or neither)."""
     if text and changed:
@@ -145,6 +153,7 @@ def silver(
     chunk_rows: int = typer.Option(400_000, "--chunk-rows", min=1,
                                    help="Dates are rebuilt in groups of about this many bronze "
                                         "rows (one parse, one atomic Delta commit each)."),
+    engine: str | None = engine_option(),
 ) -> None:
     """Rebuild silver (parsed, deduplicated clicks) for dates, from bronze."""
     from tripflow.cli.quality import check_built
@@ -155,7 +164,7 @@ def silver(
         settings = command_settings()
         with _progress("silver") as show:
             summary = run_silver(settings, chosen, changed=chosen is None,
-                                 chunk_rows=chunk_rows, on_progress=show)
+                                 chunk_rows=chunk_rows, on_progress=show, engine=engine)
     console.print(summary.line(), soft_wrap=True)
     if summary.misplaced:
         err_console.print(f"[yellow]warning:[/] {summary.misplaced} valid clicks sit in another "
@@ -170,7 +179,7 @@ def marts(
     changed: bool = typer.Option(False, "--changed",
                                  help="Rebuild the dates silver changed since the last "
                                       "--changed run (the default)."),
-    engine: str = typer.Option("duckdb", "--engine", help="duckdb (here) or spark (cluster)."),
+    engine: str | None = engine_option(),
     reconcile_all: bool = typer.Option(
         False, "--reconcile-all",
         help="Rewrite mart_realtime_traffic_minute for every date of the run, not only the "
@@ -199,6 +208,7 @@ def marts(
 def backfill(
     start: str = typer.Option(..., "--from", metavar="DATE", help="First date (YYYY-MM-DD)."),
     end: str = typer.Option(..., "--to", metavar="DATE", help="Last date (YYYY-MM-DD)."),
+    engine: str | None = engine_option(),
 ) -> None:
     """Rebuild silver, then the marts, for every date of a range."""
     from tripflow.cli.quality import check_built
@@ -212,7 +222,7 @@ def backfill(
         settings = command_settings()
         with _progress("backfill") as show:
             summary = run_backfill(
-                settings, first, last,
+                settings, first, last, engine=engine,
                 on_progress=lambda step, done, total: (show(f"backfill: {step}"),
                                                        show(done, total)))
     console.print(summary.silver.line(), soft_wrap=True)
