@@ -237,6 +237,24 @@ def test_dimension_is_the_catalogue_history_through_kills_and_a_new_column(
         (doc, v[0], v[1]) for doc, vs in dim.items() for v in vs)
 
 
+def test_until_idle_runs_end_by_themselves_with_the_snapshot_applied(
+        cdc_settings: Settings, cdc_env: dict[str, str], tmp_path: Path, pg_dsn: str) -> None:
+    """What the dashboards' pipeline fill runs: articles, then capture and apply to idle."""
+    articles = tmp_path / "allarticles.txt"
+    write_articles([(i, f"Article {i}", None) for i in range(1, 31)], articles)
+    for args in (["articles", str(articles)], ["cdc", "capture", "--until-idle", "3"],
+                 ["cdc", "apply", "--until-idle", "3"]):
+        done = subprocess.run([sys.executable, "-m", "tripflow", *args], env=cdc_env,
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "cdc apply: 30 envelopes, 30 changes applied, 0 repeats skipped" in done.stdout
+    with psycopg.connect(pg_dsn) as conn:
+        mart = conn.execute("select op, changes from mart_catalog_changes").fetchall()
+        current = conn.execute("select count(*) from dim_documents where is_current and "
+                               "version = 1 and url is null").fetchone()
+    assert mart == [("snapshot", 30)] and current == (30,)
+
+
 @pytest.mark.parametrize("op", ["u"])
 def test_a_repeated_envelope_changes_nothing(op: str) -> None:
     """parse() reads Debezium's envelope (schemas disabled) as the spike printed it."""

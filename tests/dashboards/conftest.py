@@ -65,6 +65,7 @@ def _cli_env(settings: Settings) -> dict[str, str]:
     env.update({"TRIPFLOW_HOME": str(settings.home), "TRIPFLOW_PG_DSN": settings.pg_dsn or "",
                 "TRIPFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
                 "TRIPFLOW_TOPIC": settings.topic, "TRIPFLOW_LAKE_URI": settings.lake,
+                "TRIPFLOW_CDC_TOPIC_PREFIX": settings.topic,
                 "TRIPFLOW_SUPERSET_VENV": os.environ["TRIPFLOW_SUPERSET_VENV"]})
     if "PYTHONPATH" not in env and not (ROOT / ".venv").exists():
         env["PYTHONPATH"] = str(ROOT / "src")
@@ -97,8 +98,13 @@ def fill_by_pipeline(settings: Settings, work: Path) -> str:
     run_tripflow("bronze", "--until-idle", "5", env=env)
     run_tripflow("silver", env=env)
     run_tripflow("marts", env=env)
+    # The catalogue through change data capture: mart_catalog_changes (its snapshot).
+    run_tripflow("articles", str(files / "allarticles.txt"), env=env)
+    run_tripflow("cdc", "capture", "--until-idle", "3", env=env)
+    run_tripflow("cdc", "apply", "--until-idle", "3", env=env)
     run_tripflow("metrics", "--once", env=env)  # a consumer-lag sample
-    return f"pipeline: generate {DAYS} days → produce → stream/bronze → silver → marts"
+    return (f"pipeline: generate {DAYS} days → produce → stream/bronze → silver → marts; "
+            "articles → cdc capture → cdc apply")
 
 
 def fill_directly(settings: Settings) -> str:
@@ -132,6 +138,9 @@ def dash_settings(endpoints: Endpoints, tmp_path_factory: pytest.TempPathFactory
     else:
         os.environ["TRIPFLOW_SUPERSET_VENV"] = saved
     with psycopg.connect(endpoints.pg_dsn, autocommit=True) as conn:
+        # The catalogue's capture slot (fill_by_pipeline) would keep the database.
+        conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots "
+                     "where database = %s and not active", (name,))
         conn.execute(f'drop database if exists "{name}" with (force)')
 
 
