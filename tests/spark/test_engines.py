@@ -161,3 +161,24 @@ def test_spark_settings_parse() -> None:
     with pytest.raises(spark_session.SparkConfError, match="not `spark"):
         spark_session.parse_conf("executor.memory=2g")
     assert spark_session.spark_path("s3://bucket/lake") == "s3a://bucket/lake"
+
+
+def test_backfill_command_takes_the_engine_from_the_environment(
+        spark: object, settings: Settings, tripflow_env: dict[str, str]) -> None:
+    """`TRIPFLOW_ENGINE=spark tripflow backfill` (in this process: the module's session)."""
+    from typer.testing import CliRunner
+
+    from tripflow.cli.main import app
+
+    lines = [batchkit.record(batchkit.at(START, 23, 59, i), "night" * 5, 50 + i % 3,
+                             areas="Space Medicine,cardiology") for i in range(3)]
+    lines += [batchkit.record(batchkit.at(START + dt.timedelta(days=1), 0, 0, i), "night" * 5,
+                              60 + i) for i in range(2)]
+    sent = batchkit.write_bronze(settings, lines + lines[:2], partitions=2)
+    result = CliRunner().invoke(app, ["backfill", "--from", str(START), "--to",
+                                      str(START + dt.timedelta(days=1))],
+                                env={**tripflow_env, "TRIPFLOW_ENGINE": "spark"})
+    assert result.exit_code == 0, result.output
+    assert "silver (spark): 2 dates" in result.output and "2 duplicates" in result.output
+    assert "marts (spark): 2 dates" in result.output
+    check_marts(settings, sent)
