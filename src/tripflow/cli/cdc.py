@@ -85,6 +85,11 @@ def simulate(
     console.print(summary.line(), soft_wrap=True)
 
 
+def _lsn(value: int | None) -> str:
+    """An LSN as PostgreSQL writes it (high/low 32 bits in hex)."""
+    return "none" if value is None else f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
 def status_section(settings: Settings, out: Console) -> None:
     """`tripflow status`: capture (last LSN, slot lag, changes/s) and apply (dimension)."""
     from tripflow import cdc, db
@@ -99,7 +104,7 @@ def status_section(settings: Settings, out: Console) -> None:
         lag = "?" if c["lag_bytes"] is None else f"{c['lag_bytes']:,} B of WAL"
         out.print(f"capture  slot {c['slot']} ({'reading' if c['slot_active'] else 'idle'}) → "
                   f"{c['topic']}: {c['changes']:,} changes, {c['changes_per_s']:.2f}/s, last "
-                  f"LSN {c['last_lsn']}, confirmed {c['confirmed_lsn']}, lag {lag}, updated "
+                  f"LSN {_lsn(c['last_lsn'])}, confirmed {c['confirmed_lsn']}, lag {lag}, updated "
                   f"{c['updated_at']:%Y-%m-%d %H:%M:%S}", soft_wrap=True)
     with psycopg.connect(dsn) as conn:
         row = conn.execute(sqlfiles.queries("cdc", "cdc.sql")["apply_status"],
