@@ -69,6 +69,59 @@ class Change:
 
 
 @dataclass
+class Version:
+    """A dim_documents version: one in the table (current) or opened by this batch."""
+
+    document_id: int
+    version: int
+    title: str | None
+    url: str | None
+    doi: str | None
+    valid_from: dt.datetime | None = None
+    valid_to: dt.datetime | None = None
+    is_current: bool = True
+    is_deleted: bool = False
+    lsn: int = 0
+    stored: bool = True  # in the table already (else inserted at the end of the batch)
+
+    def values(self) -> tuple[str | None, str | None, str | None]:
+        return self.title, self.url, self.doi
+
+    def row(self) -> dict[str, Any]:
+        return {"document_id": self.document_id, "version": self.version,
+                "title": self.title, "url": self.url, "doi": self.doi,
+                "valid_from": self.valid_from, "valid_to": self.valid_to,
+                "is_current": self.is_current, "is_deleted": self.is_deleted,
+                "lsn": self.lsn}
+
+
+def _next_version(c: Change, current: dict[int, Version], last: dict[int, int],
+                  closes: list[dict[str, Any]]) -> Version | None:
+    """Type 2 for one change: close the document's current version (valid_to, and
+    is_deleted for a delete) and open the next one. Returns the opened version; None for a
+    delete, or for a change that leaves the tracked columns as they are (e.g. a snapshot
+    read of the current version, or only another column changed)."""
+    doc = c.document_id
+    after = c.after or {}
+    values = (after.get("title"), after.get("url"), after.get("doi"))
+    now = current.get(doc)
+    if c.op != "d" and now is not None and now.values() == values:
+        return None
+    if now is not None:
+        now.valid_to, now.is_current, now.is_deleted = c.changed_at, False, c.op == "d"
+        if now.stored:
+            closes.append({"document_id": doc, "version": now.version,
+                           "changed_at": c.changed_at, "deleted": c.op == "d"})
+        del current[doc]
+    if c.op == "d":
+        return None
+    last[doc] = last.get(doc, 0) + 1
+    opened = Version(doc, last[doc], *values, valid_from=c.changed_at, lsn=c.lsn, stored=False)
+    current[doc] = opened
+    return opened
+
+
+@dataclass
 class ApplySummary:
     records: int = 0  # envelopes read
     applied: int = 0  # changes applied to the dimension
@@ -207,45 +260,46 @@ class CdcSink(SinkBase):
     # -- the dimension ----------------------------------------------------------------------
 
     def _apply(self, changes: list[Change]) -> int:
-        """Apply new changes in log order; returns how many were new."""
-        applied, touched, dates = 0, set(), set()
-        for c in changes:
-            new = self.conn.execute(_SQL["record_change"], {
-                "lsn": c.lsn, "document_id": c.document_id, "op": c.op,
-                "changed_at": c.changed_at, "partition": c.partition,
-                "offset": c.offset}).fetchone()
-            if new is None:
-                continue  # already applied: a repeat
-            applied += 1
-            dates.add(c.changed_at.date())
-            if self._version(c):
-                touched.add(c.document_id)
-        if dates:
-            self.conn.execute(_SQL["refresh_changes_mart"], {"dates": sorted(dates)})
-        if touched:
-            self.conn.execute(_SQL["retitle_top_docs"], {"ids": sorted(touched)})
-        return applied
+        """Apply the batch's new changes in log order (a few statements per batch, not per
+        change); returns how many were new."""
+        fresh = self._record(changes)
+        if not fresh:
+            return 0
+        docs = sorted({c.document_id for c in fresh})
+        current = {row[0]: Version(*row) for row in self.conn.execute(
+            _SQL["current_versions"], {"ids": docs}).fetchall()}
+        last = dict(self.conn.execute(_SQL["last_versions"], {"ids": docs}).fetchall())
+        closes: list[dict[str, Any]] = []
+        opened: list[Version] = []
+        for c in fresh:
+            version = _next_version(c, current, last, closes)
+            if version is not None:
+                opened.append(version)
+        with self.conn.cursor() as cur:
+            if closes:
+                cur.executemany(_SQL["close_version"], closes)
+            if opened:
+                cur.executemany(_SQL["open_version"], [v.row() for v in opened])
+        self.conn.execute(_SQL["refresh_changes_mart"], {
+            "dates": sorted({c.changed_at.date() for c in fresh})})
+        self.conn.execute(_SQL["retitle_top_docs"], {"ids": docs})
+        return len(fresh)
 
-    def _version(self, c: Change) -> bool:
-        """Close the current version and open the new one (type 2). False when the change
-        leaves the tracked columns as they are (a snapshot read of the current version)."""
-        key = {"document_id": c.document_id}
-        current = self.conn.execute(_SQL["current_version"], key).fetchone()
-        after = c.after or {}
-        values = (after.get("title"), after.get("url"), after.get("doi"))
-        if c.op != "d" and current is not None and tuple(current[1:]) == values:
-            return False
-        if current is not None:
-            self.conn.execute(_SQL["close_version"], {
-                **key, "version": current[0], "changed_at": c.changed_at,
-                "deleted": c.op == "d"})
-        if c.op == "d":
-            return current is not None
-        (last,) = self.conn.execute(_SQL["last_version"], key).fetchone()  # type: ignore[misc]
-        self.conn.execute(_SQL["open_version"], {
-            **key, "version": last + 1, "title": values[0], "url": values[1],
-            "doi": values[2], "changed_at": c.changed_at, "lsn": c.lsn})
-        return True
+    def _record(self, changes: list[Change]) -> list[Change]:
+        """Record the changes in tripflow.cdc_changes; the ones not there before, in order
+        (at-least-once delivery repeats envelopes, within a batch too)."""
+        unique: dict[tuple[int, int, str], Change] = {}
+        for c in changes:
+            unique.setdefault((c.lsn, c.document_id, c.op), c)
+        if not unique:
+            return []
+        rows = list(unique.values())
+        new = {(lsn, doc, op) for lsn, doc, op in self.conn.execute(_SQL["record_changes"], {
+            "lsns": [c.lsn for c in rows], "ids": [c.document_id for c in rows],
+            "ops": [c.op for c in rows], "at": [c.changed_at for c in rows],
+            "partitions": [c.partition for c in rows],
+            "offsets": [c.offset for c in rows]}).fetchall()}
+        return [c for key, c in unique.items() if key in new]
 
     def close(self) -> None:
         self.conn.close()

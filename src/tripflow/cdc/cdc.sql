@@ -40,20 +40,23 @@ on conflict (topic, partition) do update
 set next_offset = excluded.next_offset, fingerprint = excluded.fingerprint,
     updated_at = excluded.updated_at;
 
--- name: record_change
--- A repeated envelope (at-least-once delivery) conflicts and returns nothing.
+-- name: record_changes
+-- The batch's changes (unique keys); returns those not recorded before: a repeated
+-- envelope (at-least-once delivery) conflicts and is not returned.
 insert into tripflow.cdc_changes (source_lsn, document_id, op, changed_at, kafka_partition,
                                   kafka_offset)
-values (%(lsn)s, %(document_id)s, %(op)s, %(changed_at)s, %(partition)s, %(offset)s)
+select * from unnest(%(lsns)s::bigint[], %(ids)s::bigint[], %(ops)s::char(1)[],
+                     %(at)s::timestamptz[], %(partitions)s::integer[], %(offsets)s::bigint[])
 on conflict do nothing
-returning 1;
+returning source_lsn, document_id, op::text;
 
--- name: current_version
-select version, title, url, doi from dim_documents
-where document_id = %(document_id)s and is_current for update;
+-- name: current_versions
+select document_id, version, title, url, doi from dim_documents
+where document_id = any(%(ids)s) and is_current for update;
 
--- name: last_version
-select coalesce(max(version), 0) from dim_documents where document_id = %(document_id)s;
+-- name: last_versions
+select document_id, max(version) from dim_documents where document_id = any(%(ids)s)
+group by document_id;
 
 -- name: close_version
 update dim_documents set valid_to = %(changed_at)s, is_current = false,
@@ -61,10 +64,11 @@ update dim_documents set valid_to = %(changed_at)s, is_current = false,
 where document_id = %(document_id)s and version = %(version)s;
 
 -- name: open_version
+-- (A version opened and closed within one batch is inserted closed.)
 insert into dim_documents (document_id, version, title, url, doi, valid_from, valid_to,
                            is_current, is_deleted, source_lsn)
-values (%(document_id)s, %(version)s, %(title)s, %(url)s, %(doi)s, %(changed_at)s, null,
-        true, false, %(lsn)s);
+values (%(document_id)s, %(version)s, %(title)s, %(url)s, %(doi)s, %(valid_from)s,
+        %(valid_to)s, %(is_current)s, %(is_deleted)s, %(lsn)s);
 
 -- name: refresh_changes_mart
 -- mart_catalog_changes for the dates a batch touched, recomputed from every change.
