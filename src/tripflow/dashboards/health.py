@@ -15,6 +15,7 @@ from tripflow.dashboards.spec import (
     Dashboard,
     Dataset,
     Metric,
+    NativeFilter,
     big_number,
     pie,
     table,
@@ -95,7 +96,7 @@ def pipeline_health() -> Dashboard:
                        subtitle="over TRIPFLOW_FRESHNESS_SLA_SECONDS with records waiting: "
                                 "stale", width=4, height=50)
     failures = timeseries(
-        "health_quality_failures", "Failed quality results per day, by check",
+        "health_quality_failures", "Quality results per day, and how many failed",
         quality_results, kind="bar", x="checked_at", metrics=["failures", "results"],
         stack=False, axes=Axes(x="Day checked (UTC)", y="Results per day"), width=8,
         height=50)
@@ -119,6 +120,9 @@ def pipeline_health() -> Dashboard:
     return Dashboard(
         "tripflow_pipeline_health", "Pipeline health",
         ((fresh, failures), (latest,), (drifts, reasons), (lag,)),
+        # Freshness is "now": the range applies to the other charts.
+        (NativeFilter("date_range", "Date range",
+                      charts=(failures.key, latest.key, drifts.key, reasons.key, lag.key)),),
         refresh_seconds=60,
         description="Is the pipeline right, on time and up: quality results, drift, "
                     "freshness, quarantine and consumer lag.")
