@@ -189,6 +189,10 @@ class PipelineCollector(Collector):
         self._sampled_at = 0.0
         self._lock = threading.Lock()  # concurrent scrapes: one reading at a time
 
+    def describe(self) -> list[GaugeMetricFamily]:
+        # Registering would otherwise collect once (reading PostgreSQL and the broker).
+        return []
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
             yield from self._collect()
