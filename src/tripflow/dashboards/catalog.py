@@ -1,4 +1,5 @@
-"""The five dashboards: their datasets, charts, layout and filters.
+"""The six dashboards: their datasets, charts, layout and filters ("Pipeline health" in
+`health`).
 
 Cold dashboards read the cold marts (one row per date × dimension) and carry a date-range
 filter. The "Real time" dashboard reads the hot marts through SQL datasets whose windows
@@ -11,6 +12,7 @@ trend charts show the newest snapshot.
 
 from __future__ import annotations
 
+from tripflow.dashboards import health
 from tripflow.dashboards.spec import (
     Axes,
     Chart,
@@ -206,7 +208,7 @@ anomalies = Dataset(
 
 DATASETS: tuple[Dataset, ...] = (daily_traffic, hourly_traffic, clinical_areas, sessions,
                                  documents, catalog_changes, realtime_traffic, realtime_top_docs,
-                                 realtime_trend, anomalies)
+                                 realtime_trend, anomalies, *health.DATASETS)
 
 DAY = Axes(x="Date (UTC)")
 
@@ -355,7 +357,7 @@ def _real_time() -> Dashboard:
 
 def dashboards() -> tuple[Dashboard, ...]:
     return (_daily_traffic(), _clinical_areas(), _sessions(), _popular_documents(),
-            _real_time())
+            _real_time(), health.pipeline_health())
 
 
 def charts() -> list[Chart]:
