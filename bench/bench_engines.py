@@ -46,6 +46,21 @@ PARTITIONS = 6
 CHUNK = 500_000
 
 
+class Command(Step):
+    """A `tripflow` step whose summary is its own line (the quality checks print after)."""
+
+    def wait(self) -> dict[str, Any]:
+        output, _ = self.proc.communicate()
+        seconds = time.monotonic() - self.started
+        self._sampler.join()
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{output[-3000:]}")
+        step = self.name.split()[-1]
+        lines = [line for line in output.splitlines() if line.startswith(step)]
+        return {"seconds": round(seconds, 2), "peak_rss_mb": round(self.peak_rss / 2**20),
+                "summary": lines[-1] if lines else ""}
+
+
 def generated(folder: Path, preset: bool, days: int, sessions: int) -> Manifest:
     if not (folder / "manifest.json").exists():
         if preset:
@@ -133,7 +148,7 @@ def main() -> None:
                "TRIPFLOW_PG_DSN": fresh_database(base), "TRIPFLOW_ENGINE": engine,
                "TRIPFLOW_LAKE_URI": str(lake_dir), "TRIPFLOW_KAFKA_BOOTSTRAP":
                services.kafka_bootstrap(base)}
-        steps = {step: Step(f"{engine} {step}", [step, "--dates", span], env).wait()
+        steps = {step: Command(f"{engine} {step}", [step, "--dates", span], env).wait()
                  for step in ("silver", "marts")}
         steps["seconds"] = round(steps["silver"]["seconds"] + steps["marts"]["seconds"], 2)
         steps["peak_rss_mb"] = max(steps["silver"]["peak_rss_mb"], steps["marts"]["peak_rss_mb"])

@@ -21,6 +21,7 @@ from deltalake import DeltaTable
 from tests.kits import batchkit
 from tripflow import db, lake
 from tripflow.marts import run_marts
+from tripflow.marts.articles import load_articles
 from tripflow.marts.engine import mart_names
 from tripflow.processing.silver import SILVER_SCHEMA, run_silver
 from tripflow.records.generate import generate
@@ -72,14 +73,12 @@ def postgres_rows(settings: Settings) -> dict[str, set[tuple]]:
                 for mart in mart_names()}
 
 
-def expected(sent: list[batchkit.Sent]) -> dict[str, set[tuple]]:
-    return batchkit.expected_marts(batchkit.truth(sent).clicks)
-
-
 def check_marts(settings: Settings, sent: list[batchkit.Sent]) -> None:
-    """PostgreSQL's and gold's marts are the known answer."""
-    want = expected(sent)
+    """PostgreSQL's and gold's marts are the known answer (titles from the catalogue the
+    database holds, when one was loaded)."""
     with psycopg.connect(settings.pg_dsn) as conn:  # type: ignore[arg-type]
+        catalogue = dict(conn.execute("select document_id, title from tripflow.articles"))
+        want = batchkit.expected_marts(batchkit.truth(sent).clicks, catalogue or None)
         for mart in mart_names():
             assert batchkit.pg_mart_rows(conn, mart) == want[mart], mart
             gold = DeltaTable(lake.table_uri(settings, lake.gold(mart))).to_pyarrow_table()
@@ -122,7 +121,12 @@ def test_both_engines_give_the_same_silver_and_marts_and_update_each_other(
     assert silver_rows(on_spark) == silver_rows(duck)
     assert len(silver_rows(duck)) == len(batchkit.truth(sent).clicks)
 
+    # The generated catalogue: popular documents' titles come from it (blank ones fall back
+    # to the clicks' titles).
+    for each in (duck, on_spark):
+        assert load_articles(each, out / "allarticles.txt").articles > 0
     marts_duck = run_marts(duck, engine="duckdb")
+    assert marts_duck.titles_from_articles
     in_postgres = postgres_rows(duck)
     check_marts(duck, sent)
     marts_spark = run_marts(on_spark, engine="spark")
@@ -153,6 +157,13 @@ def test_both_engines_give_the_same_silver_and_marts_and_update_each_other(
     assert postgres_rows(on_spark) == in_postgres
     assert gold_rows(on_spark) == gold_rows(duck)
     check_marts(on_spark, sent)
+
+    # Every date's marts again, each engine reading silver the other wrote.
+    run_marts(duck, by_duck.dates, engine="spark")
+    check_marts(duck, sent)
+    run_marts(on_spark, by_duck.dates, engine="duckdb")
+    check_marts(on_spark, sent)
+    assert gold_rows(on_spark) == gold_rows(duck)
 
 
 def test_spark_settings_parse() -> None:

@@ -369,7 +369,7 @@ def _compute_and_load(settings: Settings, runner: engines.DuckDBEngine, plan: _P
                 # Spark reads silver and writes gold itself; the reconciliation's few recent
                 # dates are read here, as with DuckDB.
                 rows_in, results = runner.run_dates(group, plan.marts, plan.keys,
-                                                    plan.articles.loaded)
+                                                    plan.articles)
                 summary.rows_in += rows_in
                 rows = (_read_silver(plan.silver, plan.silver_uri, recent, with_keys=with_keys)
                         if recent else None)

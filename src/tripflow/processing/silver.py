@@ -315,7 +315,7 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
         if on_progress:
             on_progress(0, len(todo))
         spark = None
-        if engine == "spark":
+        if engine == "spark" and groups:  # no dates to rebuild: no Spark to start
             from tripflow.spark.silver import group_rebuilder
             spark = group_rebuilder(settings, bronze_uri, bronze.version())
         with _rebuilder(workers, len(groups), spark) as rebuild:

@@ -27,6 +27,8 @@ _REQUIRED = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Timestamps in Parquet as delta-rs writes them (Spark's default is the legacy INT96).
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
 # Defaults for a laptop or CI; TRIPFLOW_SPARK_CONF overrides any of them.
 _DEFAULTS = {
@@ -37,6 +39,13 @@ _DEFAULTS = {
     "spark.driver.memory": "1g",
     # No Hive, no Derby: a session leaves nothing in the working folder.
     "spark.sql.catalogImplementation": "in-memory",
+}
+# On a local master, fewer tasks per step: Delta's 50 partitions for replaying a table's log
+# and 8 shuffle partitions cost more in task overhead than two cores win.
+_LOCAL_DEFAULTS = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.sql.adaptive.coalescePartitions.initialPartitionNum": "2",
 }
 
 
@@ -77,7 +86,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     """Every setting the session gets: defaults, then TRIPFLOW_SPARK_CONF, then the ones
     tripflow relies on; `spark.jars` adds the cached Delta and PostgreSQL jars."""
     extra = parse_conf(settings.spark_conf)
-    conf = {**_DEFAULTS, **extra, **_REQUIRED}
+    local = _LOCAL_DEFAULTS if settings.spark_master.startswith("local") else {}
+    conf = {**_DEFAULTS, **local, **extra, **_REQUIRED}
     cached = [str(jar) for jar in jars.ensure("spark")]
     conf["spark.jars"] = ",".join([*cached, *filter(None, extra.get("spark.jars", "").split(","))])
     return conf

@@ -123,21 +123,21 @@ def _rebuild_group(spark: SparkSession, bronze_path: str, bronze_version: int,
         counts = parsed.agg(
             F.sum("bronze_rows").alias("rows_in"), F.sum("nul_removed").alias("nul_removed"),
             F.count(F.when(is_click, 1)).alias("clicks"),
-            F.count(F.when(placed, 1)).alias("placed")).first()
+            F.count(F.when(placed, 1)).alias("placed"),
+            # silver keeps one row per distinct key: its row count without a second pass
+            F.count_distinct(F.when(placed, F.col("dedup_key"))).alias("kept")).first()
         bad = (parsed.where(F.col("kind") == BAD)
                .selectExpr("raw", "reason", "detail", "topic", "kafka_partition AS partition",
                            "kafka_offset AS offset").toArrow())
         with psycopg.connect(request.dsn, autocommit=True) as conn, conn.transaction():
             new = quarantine.store(conn, bad)
-        kept = first_per_key(parsed.where(placed))
-        written = kept.count()
-        (kept.repartition("event_date").sortWithinPartitions(*_LAYOUT)
+        (first_per_key(parsed.where(placed)).repartition("event_date").sortWithinPartitions(*_LAYOUT)
          .write.format("delta").mode("overwrite").option("replaceWhere", request.predicate)
          .save(spark_path(request.silver_uri)))
     finally:
         parsed.unpersist()
-    rows_in, clicks, in_place = (int(counts[name] or 0) for name in ("rows_in", "clicks",
-                                                                      "placed"))
+    rows_in, clicks, in_place, written = (int(counts[name] or 0) for name in (
+        "rows_in", "clicks", "placed", "kept"))
     return _GroupResult(rows_in, written, in_place - written, bad.num_rows, new,
                         clicks - in_place, int(counts["nul_removed"] or 0))
 
