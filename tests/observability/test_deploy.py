@@ -1,6 +1,7 @@
 """deploy/grafana and the compose services around Prometheus: the provisioned dashboard
-queries only metrics tripflow (or prometheus_client, or Prometheus) exports, and compose
-mounts the folders that hold them."""
+queries only metrics tripflow (or prometheus_client, or Prometheus) exports, compose
+mounts the folders that hold them, and Alertmanager routes every alert to the webhook,
+which reaches it as a secret file, never in its config."""
 
 from __future__ import annotations
 
@@ -62,3 +63,26 @@ def test_compose_runs_prometheus_grafana_and_the_exporter() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     assert {j["job_name"] for j in config["scrape_configs"]} == {"tripflow-stream",
                                                                  "tripflow-pipeline"}
+
+
+def test_alertmanager_routes_every_alert_to_the_webhook_secret() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert compose["secrets"]["alert_webhook"] == {"environment": "TRIPFLOW_ALERT_WEBHOOK"}
+    manager = compose["services"]["alertmanager"]
+    assert manager["secrets"] == ["alert_webhook"]
+    assert "./prometheus/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro" in \
+        manager["volumes"]
+    config = yaml.safe_load((DEPLOY / "prometheus" / "alertmanager.yml").read_text())
+    assert "routes" not in config["route"]  # one receiver for every alert
+    (receiver,) = config["receivers"]
+    assert receiver["name"] == config["route"]["receiver"]
+    assert receiver["slack_configs"][0]["api_url_file"] == "/run/secrets/alert_webhook"
+    assert "api_url" not in receiver["slack_configs"][0]
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["alertmanager:9093"]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    for rule in config["inhibit_rules"]:
+        assert rule["source_matchers"] == ['alertname="TripflowWorkerDown"']
+        assert set(rule["target_matchers"][0].split('"')[1].split("|")) <= names
