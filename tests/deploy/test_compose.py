@@ -60,3 +60,40 @@ def test_secrets_come_from_env_file_with_placeholders_only() -> None:
             value = line.split("=", 1)[1]
             assert value == "" or value.startswith("change-me"), line
     assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_kafka_is_4x_kraft_and_tripflow_logs_in_with_scram() -> None:
+    compose = _compose()
+    services = compose["services"]
+    for name in ("kafka-1", "kafka-2", "kafka-3"):
+        broker = services[name]
+        assert broker["image"].startswith("apache/kafka:4."), broker["image"]
+        env = broker["environment"]
+        listeners = dict(item.split(":", 1) for item in
+                         env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        assert listeners["SASL"] == "SASL_PLAINTEXT"
+        assert "SASL://:9094" in env["KAFKA_LISTENERS"].split(",")
+        assert f"SASL://{name}:9094" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+        assert "ScramLoginModule" in env[
+            "KAFKA_LISTENER_NAME_SASL_SCRAM___SHA___512_SASL_JAAS_CONFIG"]
+        assert "ports" not in broker  # nothing of Kafka is published outside the network
+    # The SCRAM user exists before the stream worker starts; the worker uses it.
+    init = services["kafka-init"]
+    assert "SCRAM-SHA-512=[password=$$KAFKA_SASL_PASSWORD]" in init["command"][0] or \
+        "SCRAM-SHA-512=[password=$KAFKA_SASL_PASSWORD]" in init["command"][0]
+    stream = services["tripflow-stream"]
+    assert stream["depends_on"]["kafka-init"] == {"condition": "service_completed_successfully"}
+    env = stream["environment"]
+    assert env["TRIPFLOW_KAFKA_BOOTSTRAP"] == "kafka-1:9094,kafka-2:9094,kafka-3:9094"
+    assert env["TRIPFLOW_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert env["TRIPFLOW_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["TRIPFLOW_KAFKA_SASL_USERNAME"] == "tripflow"
+    assert env["TRIPFLOW_KAFKA_SASL_PASSWORD"].startswith("${KAFKA_SASL_PASSWORD")
+    # tripflow's own Settings read exactly these variables.
+    from tripflow.settings import Settings
+
+    settings = Settings(**{k.removeprefix("TRIPFLOW_").lower(): v for k, v in env.items()
+                           if k.startswith("TRIPFLOW_KAFKA_")})
+    assert settings.kafka_sasl_username == "tripflow"
+    assert settings.kafka_security_protocol == "SASL_PLAINTEXT"

@@ -19,6 +19,7 @@ from tripflow.services.procs import pid_alive
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPFLOW_")}
     env["TRIPFLOW_HOME"] = str(home)
+    env["TRIPFLOW_BROKER"] = "tansu"  # these tests are about tansu; test_kafka.py the default
     return env
 
 

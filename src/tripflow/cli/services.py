@@ -16,15 +16,30 @@ app = typer.Typer(help="Start, stop and show the embedded PostgreSQL and broker.
 
 
 @app.command()
-def up() -> None:
+def up(
+    broker: str | None = typer.Option(
+        None, "--broker", metavar="kafka|tansu",
+        help="Embedded broker: Apache Kafka (KRaft, records on disk; needs Java ≥ 17) or tansu "
+        "(in memory). Default: TRIPFLOW_BROKER, else the kind this home has, else Kafka "
+        "when Java ≥ 17 is present."),
+    brokers: int | None = typer.Option(
+        None, "--brokers", min=1, max=9,
+        help="Apache Kafka brokers on 127.0.0.1 (first start; default TRIPFLOW_BROKERS or 1)."),
+) -> None:
     """Start the embedded services (idempotent) and apply the database migrations."""
     settings = get_settings()
+    if broker is not None and broker not in ("kafka", "tansu"):
+        raise typer.BadParameter("choose kafka or tansu", param_hint="--broker")
+    update = {k: v for k, v in (("broker", broker), ("brokers", brokers)) if v is not None}
+    settings = settings.model_copy(update=update) if update else settings
     with friendly_errors():
         started = services.up(settings)
         applied = db.migrate(services.pg_dsn(settings))
         db.prepare(settings)
     for item in services.status(settings):
         console.print(f"[green]✓[/] {item.name}: {_redact(item.address)} ({item.note})")
+    if not settings.kafka_bootstrap and services.broker_kind(settings) == "tansu":
+        console.print(f"[yellow]warning:[/] {services.TANSU_WARNING}")
     console.print(
         f"started: {', '.join(started) or 'nothing (already up)'}; "
         f"migrations applied now: {len(applied)}"

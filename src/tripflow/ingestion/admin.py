@@ -9,12 +9,13 @@ to other partitions and would break per-session order for consumers already read
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from tripflow.messaging.config import base_config
+from tripflow.messaging.config import auth_failure, base_config
 from tripflow.settings import Settings
 
 DEFAULT_CONNECT_TIMEOUT_S = 30.0
@@ -26,6 +27,10 @@ class IngestionError(RuntimeError):
 
 class BrokerUnreachable(IngestionError):
     """No Kafka broker answered within the time allowed."""
+
+
+class BrokerAuthFailed(IngestionError):
+    """The cluster refused tripflow's SASL credentials."""
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,12 @@ class _LastError:
 
     def __init__(self) -> None:
         self.message: str | None = None
+        self.auth: str | None = None  # an authentication failure: no point in retrying
 
     def __call__(self, error: KafkaError) -> None:
         self.message = error.str()
+        if error.code() == KafkaError._AUTHENTICATION:
+            self.auth = error.str()
 
 
 def admin_client(settings: Settings, last_error: _LastError | None = None) -> AdminClient:
@@ -74,7 +82,7 @@ def ensure_topic(
     last_error = _LastError()
     admin = admin_client(settings, last_error)
     bootstrap = base_config(settings)["bootstrap.servers"]
-    metadata = _metadata(admin, bootstrap, timeout_s, last_error)
+    metadata = _metadata(admin, bootstrap, timeout_s, last_error, settings)
     brokers = len(metadata.brokers)
     replication = replication or settings.topic_replication or min(3, brokers)
 
@@ -99,7 +107,7 @@ def ensure_topic(
                 ) from None
         else:
             return TopicInfo(settings.topic, partitions, replication, created=True)
-        metadata = _metadata(admin, bootstrap, timeout_s, last_error)
+        metadata = _metadata(admin, bootstrap, timeout_s, last_error, settings)
         existing = metadata.topics[settings.topic]
 
     have = len(existing.partitions)
@@ -122,7 +130,7 @@ def topic_id(settings: Settings, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     last_error = _LastError()
     admin = admin_client(settings, last_error)
     metadata = _metadata(admin, base_config(settings)["bootstrap.servers"], timeout_s,
-                         last_error)
+                         last_error, settings)
     existing = metadata.topics.get(settings.topic)
     if existing is None or existing.error is not None:
         return None
@@ -155,14 +163,33 @@ def message_limit(settings: Settings, *, timeout_s: float = DEFAULT_CONNECT_TIME
     return min(PRODUCER_MESSAGE_MAX_BYTES, topic_limit or PRODUCER_MESSAGE_MAX_BYTES)
 
 
-def _metadata(admin: AdminClient, bootstrap: str, timeout_s: float, last_error: _LastError):
-    """Cluster metadata, or BrokerUnreachable after `timeout_s`."""
-    try:
-        return admin.list_topics(timeout=timeout_s)
-    except KafkaException as err:
-        why = last_error.message or err.args[0].str()
-        raise BrokerUnreachable(
-            f"no Kafka broker answered at {bootstrap} within {timeout_s:g} s ({why}). "
-            "Check TRIPFLOW_KAFKA_BOOTSTRAP, or unset it to use the embedded broker "
-            "(`tripflow services up`)."
-        ) from None
+def broker_metadata(settings: Settings, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S):
+    """The cluster's metadata through tripflow's client settings (security included).
+    Raises BrokerUnreachable, or BrokerAuthFailed as soon as the credentials are refused."""
+    last_error = _LastError()
+    admin = admin_client(settings, last_error)
+    return _metadata(admin, base_config(settings)["bootstrap.servers"], timeout_s, last_error,
+                     settings)
+
+
+def _metadata(admin: AdminClient, bootstrap: str, timeout_s: float, last_error: _LastError,
+              settings: Settings):
+    """Cluster metadata, or BrokerUnreachable after `timeout_s`; BrokerAuthFailed as soon
+    as the cluster refuses the credentials (asked in short rounds to notice it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return admin.list_topics(timeout=max(0.1, min(1.0, left)))
+        except KafkaException as err:
+            admin.poll(0)  # serves error_cb: tells why
+            if last_error.auth is not None:
+                raise BrokerAuthFailed(auth_failure(settings, last_error.auth)) from None
+            if time.monotonic() < deadline:
+                continue
+            why = last_error.message or err.args[0].str()
+            raise BrokerUnreachable(
+                f"no Kafka broker answered at {bootstrap} within {timeout_s:g} s ({why}). "
+                "Check TRIPFLOW_KAFKA_BOOTSTRAP, or unset it to use the embedded broker "
+                "(`tripflow services up`)."
+            ) from None

@@ -45,7 +45,7 @@ from confluent_kafka import (
 )
 
 from tripflow.messaging.buffers import Buffers, FifoBuffers
-from tripflow.messaging.config import consumer_config
+from tripflow.messaging.config import auth_failure, consumer_config
 from tripflow.messaging.control import parse_partitions, stop_on_signals
 from tripflow.messaging.sink import (
     RECORD_SCHEMA,
@@ -264,6 +264,8 @@ class ExactlyOnceConsumer:
             self.reverify = True
             self.warn_every("broker", 10.0, "broker unreachable at %s (%s); the Kafka client "
                             "retries with backoff", self.bootstrap, err.str())
+        elif code == KafkaError._AUTHENTICATION:  # retrying cannot help: say it at once
+            raise self.options.error(auth_failure(self.settings, err.str()))
         elif err.fatal():
             raise KafkaException(err)
         else:
