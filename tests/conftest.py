@@ -43,6 +43,79 @@ def endpoints(services_home: Path) -> Endpoints:
     return services.endpoints(settings)
 
 
+# Kafka-facing tests: each test here taking the `kafka_bootstrap` fixture (through
+# `settings` too) runs against tansu, and those of KAFKA3 also against a 3-broker Apache
+# Kafka cluster (replication factor 3, min.insync.replicas 2): a representative subset,
+# to keep the added time small (TRIPFLOW_TEST_KAFKA3=all runs every one there). Other
+# tests use the session's default broker.
+BROKER_MATRIX = (
+    "tests/ingestion/test_produce.py",
+    "tests/processing/test_bronze.py",
+    "tests/processing/test_stream.py",
+    "tests/processing/test_stream_failures.py",
+    "tests/processing/test_batch_kill.py",
+    "tests/messaging/",
+)
+KAFKA3 = (
+    "tests/ingestion/test_produce.py::test_bulk_sends_every_line_exactly_once_with_keys",
+    "tests/ingestion/test_produce.py::test_three_servers_split_sessions",
+    "tests/ingestion/test_produce.py::test_stop_mid_run_reports_exactly_what_was_delivered",
+    "tests/ingestion/test_produce.py::test_topic_is_created_with_partitions",
+    "tests/processing/test_bronze.py::test_exactly_once_across_runs",
+    "tests/processing/test_bronze.py::test_two_loaders_in_the_group",
+    "tests/processing/test_stream.py::",
+    "tests/processing/test_stream_failures.py::test_two_workers_in_one_group",
+    "tests/processing/test_batch_kill.py::test_bronze_survives_kills",
+    "tests/messaging/test_broker_roundtrip.py::",
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    nodeid = metafunc.definition.nodeid
+    if "broker_kind" in metafunc.fixturenames and nodeid.startswith(BROKER_MATRIX):
+        kinds = ["tansu"]
+        if os.environ.get("TRIPFLOW_TEST_KAFKA3") == "all" or nodeid.startswith(KAFKA3):
+            kinds.append("kafka3")
+        metafunc.parametrize("broker_kind", kinds, indirect=True)
+
+
+def _own_broker(home: Path, **kind: object) -> Iterator[Settings]:
+    settings = Settings(home=home, **kind)
+    services.up(settings, pg=False)
+    yield settings.model_copy(update={"kafka_bootstrap": services.kafka_bootstrap(settings)})
+    services.down(settings)
+
+
+@pytest.fixture(scope="session")
+def tansu_broker(services_home: Path) -> Iterator[Settings]:
+    """The session's tansu (in memory), for the Kafka-facing tests."""
+    yield from _own_broker(services_home / "tansu", broker="tansu")
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(services_home: Path) -> Iterator[Settings]:
+    """The session's 3-broker Apache Kafka cluster (KRaft, on disk), started on first use.
+    Its home's `services.kafka_paths` reach each broker (the fault tests kill them)."""
+    yield from _own_broker(services_home / "kafka3", broker="kafka", brokers=3)
+
+
+@pytest.fixture
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """"tansu" or "kafka3" in the Kafka-facing tests, else "default"."""
+    return getattr(request, "param", "default")
+
+
+@pytest.fixture
+def kafka_bootstrap(broker_kind: str, endpoints: Endpoints,
+                    request: pytest.FixtureRequest) -> str:
+    """Bootstrap servers of this test's broker (see BROKER_MATRIX)."""
+    if broker_kind == "tansu":
+        return request.getfixturevalue("tansu_broker").kafka_bootstrap
+    if broker_kind == "kafka3":
+        return request.getfixturevalue("kafka_cluster").kafka_bootstrap
+    return endpoints.kafka_bootstrap
+
+
 def _database_dsn(server_dsn: str, name: str) -> str:
     base, _, _db = server_dsn.rpartition("/")
     return f"{base}/{name}"
@@ -79,11 +152,12 @@ def lake(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, endpoints: Endpoints, pg_dsn: str, topic: str, lake: Path) -> Settings:
+def settings(tmp_path: Path, kafka_bootstrap: str, pg_dsn: str, topic: str,
+             lake: Path) -> Settings:
     """Settings of an isolated tripflow: own home, database, topic and lake."""
     home = tmp_path / "home"
     home.mkdir()
-    return Settings(home=home, pg_dsn=pg_dsn, kafka_bootstrap=endpoints.kafka_bootstrap,
+    return Settings(home=home, pg_dsn=pg_dsn, kafka_bootstrap=kafka_bootstrap,
                     topic=topic, lake_uri=str(lake))
 
 

@@ -42,11 +42,11 @@ _DATE = re.compile(rb'"DateCreated": "/Date\(([0-9]+)\)/"')
 
 
 @pytest.fixture
-def kafka(endpoints, topic: str, tmp_path: Path) -> Settings:
-    """Settings with this test's own topic on the session's broker (no database needed)."""
+def kafka(kafka_bootstrap: str, topic: str, tmp_path: Path) -> Settings:
+    """Settings with this test's own topic on the test's broker (no database needed)."""
     home = tmp_path / "home"
     home.mkdir()
-    return Settings(home=home, kafka_bootstrap=endpoints.kafka_bootstrap, topic=topic,
+    return Settings(home=home, kafka_bootstrap=kafka_bootstrap, topic=topic,
                     lake_uri=str(tmp_path / "lake"))
 
 
@@ -463,8 +463,10 @@ def test_cli_replay_sends_a_record_later_than_the_reorder_window_where_it_was_re
 def test_topic_is_created_with_partitions_replication_and_retention(kafka: Settings) -> None:
     settings = kafka.model_copy(update={"topic_partitions": 4, "topic_retention_ms": 3_600_000})
     info = ensure_topic(settings)
-    assert (info.partitions, info.replication, info.created, info.warning) == (4, 1, True, None)
     admin = AdminClient({"bootstrap.servers": kafka.kafka_bootstrap})
+    replicas = min(3, len(admin.list_topics(timeout=30).brokers))  # the default: min(3, brokers)
+    assert (info.partitions, info.replication, info.created, info.warning) == \
+        (4, replicas, True, None)
     configs = admin.describe_configs([ConfigResource("topic", kafka.topic)])
     (future,) = configs.values()
     assert future.result(10)["retention.ms"].value == "3600000"
@@ -475,8 +477,9 @@ def test_topic_is_created_with_partitions_replication_and_retention(kafka: Setti
 def test_existing_topic_with_fewer_partitions_is_reported(kafka: Settings,
                                                           dataset: Path) -> None:
     admin = AdminClient({"bootstrap.servers": kafka.kafka_bootstrap})
-    admin.create_topics([NewTopic(kafka.topic, num_partitions=2, replication_factor=1)])[
-        kafka.topic].result(10)
+    replicas = min(3, len(admin.list_topics(timeout=30).brokers))  # 2 must be in sync on 3
+    admin.create_topics([NewTopic(kafka.topic, num_partitions=2,
+                                  replication_factor=replicas)])[kafka.topic].result(10)
     result = run_cli("produce", str(dataset / "2016-01-04.json"), env=cli_env(kafka))
     assert result.returncode == 0, result.stderr
     assert "exists with 2 partition(s), fewer than the 6 configured" in " ".join(

@@ -58,8 +58,10 @@ def session_key(line: bytes) -> bytes | None:
 
 def create_topic(settings: Settings, partitions: int = 3) -> None:
     admin = AdminClient({"bootstrap.servers": producer_config(settings)["bootstrap.servers"]})
+    # Replicated like tripflow's own topics (a 3-broker cluster asks 2 in-sync replicas).
+    replicas = min(3, len(admin.list_topics(timeout=30).brokers))
     admin.create_topics([NewTopic(settings.topic, num_partitions=partitions,
-                                  replication_factor=1)])[settings.topic].result(timeout=30)
+                                  replication_factor=replicas)])[settings.topic].result(timeout=30)
 
 
 @dataclass(frozen=True)

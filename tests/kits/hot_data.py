@@ -88,8 +88,10 @@ def session_key(line: bytes) -> bytes | None:
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
-        topic].result(timeout=30)
+    # Replicated like tripflow's own topics (a 3-broker cluster asks 2 in-sync replicas).
+    replicas = min(3, len(admin.list_topics(timeout=30).brokers))
+    admin.create_topics([NewTopic(topic, num_partitions=partitions,
+                                  replication_factor=replicas)])[topic].result(timeout=30)
 
 
 def produce(bootstrap: str, topic: str, lines: list[bytes], *, rate: float | None = None) -> None:

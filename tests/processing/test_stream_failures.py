@@ -145,7 +145,8 @@ def test_broker_restarted_with_an_empty_log(pg_dsn: str, own_home: Path, tmp_pat
     """The embedded broker forgets everything on restart: the worker notices that its
     stored offsets lie beyond the new log's end, says so, and reads the new log from its
     start. Meanwhile (broker down) it logs and retries, and does not crash."""
-    settings = Settings(home=own_home, pg_dsn=pg_dsn, topic=f"broker_restart_{test_id}")
+    settings = Settings(home=own_home, pg_dsn=pg_dsn, topic=f"broker_restart_{test_id}",
+                        broker="tansu")  # the in-memory broker: a restart empties its log
     services.up(settings)  # a broker of our own; the test's database
     bootstrap = services.kafka_bootstrap(settings)
     env = _env(settings, kafka_bootstrap=bootstrap)
