@@ -82,6 +82,7 @@ class WorkerMetrics:
         self._consumed_seen = 0
         self._quarantined_seen = 0
         self._positions: dict[int, int] = {}  # partition -> stored next offset
+        self._reported: set[int] = set()  # partitions with a lag gauge
         self._lag_at = 0.0
         started = time.time()
         self._last_write: float | None = None
@@ -116,6 +117,7 @@ class WorkerMetrics:
 
     def set_lag(self, partition: int, lag: int) -> None:
         LAG.labels(self.worker, self.topic, str(partition)).set(max(lag, 0))
+        self._reported.add(partition)
 
     def written(self, batch: Any) -> None:
         """After a committed batch of the exactly-once loop (`messaging.sink.Batch`)."""
@@ -145,8 +147,9 @@ class WorkerMetrics:
         from confluent_kafka import KafkaException, TopicPartition
 
         assigned = set(loop.expected)
-        for p in set(self._positions) - assigned:  # revoked: another worker reports it
-            self._positions.pop(p)
+        for p in (set(self._positions) | self._reported) - assigned:  # revoked: another
+            self._positions.pop(p, None)  # worker reports it now
+            self._reported.discard(p)
             with contextlib.suppress(KeyError):
                 LAG.remove(self.worker, self.topic, str(p))
         for p in assigned:
