@@ -126,6 +126,13 @@ def _run(settings: Settings) -> None:
     console.print(f"[green]✓[/] {silver.line()}")
     marts = run_marts(settings, changed=True)
     console.print(f"[green]✓[/] {marts.line()}")
+    if marts.dates:  # the checks of what was just built (`tripflow quality` for all)
+        from tripflow.quality.run import run_quality
+
+        checked = run_quality(settings, marts.dates, layers=["silver", "gold"])
+        failed = ", ".join(sorted({r.check for r in checked.failed}))
+        console.print(f"[red]✗[/] {checked.line()}: {failed}" if failed
+                      else f"[green]✓[/] {checked.line()}", soft_wrap=True)
 
     # Late clicks of the day before, written into this day's file, go where they were
     # read (late, as the live site saw them), not back hours before the day's first click,
