@@ -112,9 +112,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/tmp/tripflow-bench-data"))
     parser.add_argument("--days", type=int, default=None)
     parser.add_argument("--home", type=Path, default=Path(".tripflow-bench"))
+    parser.add_argument("--broker", choices=("kafka", "tansu"), default=None,
+                        help="embedded broker kind (default: tripflow's default)")
+    parser.add_argument("--brokers", type=int, default=None, help="Apache Kafka brokers")
     args = parser.parse_args()
 
-    base = Settings(home=args.home)
+    chosen = {k: v for k, v in (("broker", args.broker), ("brokers", args.brokers)) if v}
+    base = Settings(home=args.home, **chosen)
     services.up(base)
     run_id = uuid.uuid4().hex[:8]
     settings = Settings(home=args.home, pg_dsn=fresh_database(base),
@@ -122,6 +126,8 @@ def main() -> None:
                         topic=f"bench_{run_id}", lake_uri=str(base.home_dir / f"lake-{run_id}"))
     figures: dict[str, Any] = {"scale": "full preset" if args.days is None
                                else f"first {args.days} days of the preset",
+                               "broker": services.broker_kind(base),
+                               "brokers": args.brokers or 1,
                                "cpus": os.cpu_count(),
                                "load_average_at_start": os.getloadavg()[0]}
 

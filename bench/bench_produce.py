@@ -1,15 +1,17 @@
 """Throughput of the producer (`tripflow produce`, bulk mode) into the embedded broker.
 
     PYTHONPATH=src python bench/bench_produce.py [--data DIR] [--days 10]
-        [--sessions-per-day 30000] [--servers 2] [--repeat 3]
+        [--sessions-per-day 30000] [--servers 2] [--repeat 3] [--broker kafka|tansu]
+        [--brokers N]
 
 Generates day files once with `tripflow.records.generate` (≈ 94 k lines a day at the
 defaults: ~0.9 M lines, ~400 MB; kept in --data and reused when it holds day files),
-starts a broker of its own (the embedded tansu, memory storage, under a temporary
-TRIPFLOW_HOME, stopped at the end), then produces everything --repeat times, each into
-a fresh topic, exactly as `tripflow produce DIR --servers N` does: acks=all, idempotent,
-lz4, delivery reports counted. The time of a run covers it all: starting the server
-processes, the topic, reading, sending and the last delivery report.
+starts a broker of its own (the embedded default, or --broker: Apache Kafka with
+--brokers N, or tansu; under a temporary TRIPFLOW_HOME, stopped at the end), then
+produces everything --repeat times, each into a fresh topic, exactly as `tripflow
+produce DIR --servers N` does: acks=all, idempotent, lz4, delivery reports counted.
+The time of a run covers it all: starting the server processes, the topic, reading,
+sending and the last delivery report.
 
 Prints one JSON object: records, mb (value bytes), seconds, records_per_s and mb_per_s of
 the best run, median_records_per_s, every run's records_per_s, the CPU time per record
@@ -39,6 +41,7 @@ from tripflow import services
 from tripflow.ingestion import produce
 from tripflow.records.generate import generate
 from tripflow.records.readers import list_day_files
+from tripflow.services import kafka
 from tripflow.services.broker import BrokerPaths
 from tripflow.settings import Settings
 
@@ -52,14 +55,22 @@ def _dataset(folder: Path, days: int, sessions_per_day: int) -> list[Path]:
     return list_day_files(folder)
 
 
-def _cpu_seconds(broker: psutil.Process) -> tuple[float, float, float]:
+def _cpu_seconds(brokers: list[psutil.Process]) -> tuple[float, float, float]:
     """CPU seconds so far of this process, of its finished children (the servers), and
-    of the broker."""
+    of the broker processes together."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    broker_times = broker.cpu_times()
+    broker_times = [b.cpu_times() for b in brokers]
     return (own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime,
-            broker_times.user + broker_times.system)
+            sum(t.user + t.system for t in broker_times))
+
+
+def _broker_processes(settings: Settings) -> list[psutil.Process]:
+    if services.broker_kind(settings) == "kafka":
+        paths = services.kafka_paths(settings)
+        return [psutil.Process(kafka.pid(paths, n.id)) for n in kafka.nodes(paths)]
+    state = BrokerPaths(settings.home_dir).state_file  # the embedded tansu's pid
+    return [psutil.Process(json.loads(state.read_text())["pid"])]
 
 
 class _PeakRss:
@@ -67,9 +78,9 @@ class _PeakRss:
     (ru_maxrss would also count the generator's memory, and a child's copy of this
     process between fork and exec)."""
 
-    def __init__(self, broker_pid: int) -> None:
+    def __init__(self, broker_pids: set[int]) -> None:
         self.reader_mb = self.server_mb = 0.0
-        self._broker_pid = broker_pid
+        self._broker_pids = broker_pids
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -79,7 +90,7 @@ class _PeakRss:
             with suppress(psutil.Error):
                 self.reader_mb = max(self.reader_mb, me.memory_info().rss / 2**20)
             for child in me.children():
-                if child.pid == self._broker_pid:
+                if child.pid in self._broker_pids:
                     continue
                 with suppress(psutil.Error):
                     self.server_mb = max(self.server_mb, child.memory_info().rss / 2**20)
@@ -101,6 +112,9 @@ def main() -> None:
     parser.add_argument("--sessions-per-day", type=int, default=30_000)
     parser.add_argument("--servers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--broker", choices=("kafka", "tansu"), default=None,
+                        help="embedded broker kind (default: tripflow's default)")
+    parser.add_argument("--brokers", type=int, default=None, help="Apache Kafka brokers")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="tripflow-bench-") as scratch:
@@ -108,14 +122,14 @@ def main() -> None:
         files = _dataset(data, args.days, args.sessions_per_day)
         load_before = round(os.getloadavg()[0], 2)
         home = Path(scratch) / "home"
-        settings = Settings(home=home, kafka_bootstrap=None)
+        chosen = {k: v for k, v in (("broker", args.broker), ("brokers", args.brokers)) if v}
+        settings = Settings(home=home, kafka_bootstrap=None, **chosen)
         services.up(settings, pg=False)
         try:
             bootstrap = services.kafka_bootstrap(settings, start=False)
-            state = BrokerPaths(settings.home_dir).state_file  # the embedded broker's pid
-            broker = psutil.Process(json.loads(state.read_text())["pid"])
+            broker = _broker_processes(settings)
             runs = []
-            peak = _PeakRss(broker.pid)
+            peak = _PeakRss({b.pid for b in broker})
             with peak:
                 for attempt in range(args.repeat):
                     run_settings = settings.model_copy(update={
@@ -135,6 +149,8 @@ def main() -> None:
     best_rate, best_seconds, best, best_cpu = max(runs, key=lambda run: run[0])
     per_record_us = [round(seconds / best.delivered * 1e6, 2) for seconds in best_cpu]
     print(json.dumps({
+        "broker": services.broker_kind(settings),
+        "brokers": len(broker),
         "records": best.delivered,
         "mb": round(best.bytes_sent / 1e6, 1),
         "servers": args.servers,

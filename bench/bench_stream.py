@@ -271,6 +271,10 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path(".tripflow-bench"))
     parser.add_argument("--replay-s", type=float, default=60.0)
     parser.add_argument("--only", choices=("throughput", "freshness"))
+    parser.add_argument("--broker", choices=("kafka", "tansu"), default=None,
+                        help="embedded broker kind (default: tripflow's default)")
+    parser.add_argument("--brokers", type=int, default=None, help="Apache Kafka brokers")
+    parser.add_argument("--days", type=int, default=100, help="days generated into --data")
     args = parser.parse_args()
     if args.worker:
         worker_main(args.worker, args.until_idle, args.partitions)
@@ -281,9 +285,10 @@ def main() -> None:
     from tripflow.settings import Settings
 
     if not (args.data / "manifest.json").exists():
-        generate(args.data, start=date(2016, 1, 1), days=100, sessions_per_day=3000,
+        generate(args.data, start=date(2016, 1, 1), days=args.days, sessions_per_day=3000,
                  dup_rate=0.005, late_rate=0.002, bad_rate=0.0005, bots=20)
-    base = Settings(home=args.home)
+    chosen = {k: v for k, v in (("broker", args.broker), ("brokers", args.brokers)) if v}
+    base = Settings(home=args.home, **chosen)
     services.up(base)
     server = services.pg_dsn(base)
     run = uuid.uuid4().hex[:8]
@@ -308,6 +313,7 @@ def main() -> None:
             results[part] = freshness(lines, env, settings, work, args.replay_s)
     results["targets"] = {"events_per_s": ">= 30000", "freshness_p95_s": "<= 2",
                           "rss_mb": "flat, < 300"}
+    results["broker"] = {"kind": services.broker_kind(base), "brokers": args.brokers or 1}
     results["machine"] = {"cpus": os.cpu_count(),
                           "load_avg_1m": round(os.getloadavg()[0], 2)}
     print(json.dumps(results, indent=2))
