@@ -85,6 +85,8 @@ def check_marts(settings: Settings, sent: list[batchkit.Sent]) -> None:
             columns = [c.strip() for c in batchkit.MART_COLUMNS[mart].split(",")]
             got = set(zip(*(gold.column(c).to_pylist() for c in columns), strict=True))
             assert got == want[mart], mart
+        # The hot traffic-minute mart, reconciled from silver by the same engine.
+        assert batchkit.pg_mart_rows(conn, "traffic_minute") == want["traffic_minute"]
 
 
 def quarantine_rows(settings: Settings) -> set[tuple]:

@@ -363,27 +363,10 @@ def _compute_and_load(settings: Settings, runner: engines.DuckDBEngine, plan: _P
     try:
         for group in plan.groups:
             mark = time.monotonic()
-            recent = [d for d in group if d in plan.window]
-            with_keys = any(d in plan.keyed for d in recent)
             if getattr(runner, "writes_gold", False):
-                # Spark reads silver and writes gold itself; the reconciliation's few recent
-                # dates are read here, as with DuckDB.
-                rows_in, results = runner.run_dates(group, plan.marts, plan.keys,
-                                                    plan.articles)
-                summary.rows_in += rows_in
-                rows = (_read_silver(plan.silver, plan.silver_uri, recent, with_keys=with_keys)
-                        if recent else None)
+                results = _compute_on_lake(runner, plan, group, summary, minutes, silver_keys)
             else:
-                rows = _read_silver(plan.silver, plan.silver_uri, group, with_keys=with_keys)
-                summary.rows_in += rows.num_rows
-                mark = _tick(timings, "read", mark)
-                titles = plan.articles.for_documents(rows.column("document_id"))
-                results = runner.run(engines.relations(rows, titles), plan.marts,
-                                     order_by=plan.keys)
-            if recent:  # the hot minutes, only for dates the hot marts still keep
-                mask = pc.is_in(rows.column("event_date"), pa.array(recent, pa.date32()))
-                _reconcile_input(runner, rows.filter(mask), minutes, silver_keys, plan.keyed)
-            del rows
+                results = _compute_here(runner, plan, group, summary, minutes, silver_keys)
             _tick(timings, "compute", mark)
             for stage in stages:
                 stage.put((group, results))
@@ -397,6 +380,43 @@ def _compute_and_load(settings: Settings, runner: engines.DuckDBEngine, plan: _P
             stage.abort()
         raise
     return minutes, silver_keys
+
+
+def _compute_here(runner: engines.DuckDBEngine, plan: _Plan, group: list[dt.date],
+                  summary: MartsSummary, minutes: list[pa.Table], silver_keys: list[pa.Table]
+                  ) -> dict[str, pa.Table]:
+    """One group's marts from silver rows read here (DuckDB), and its reconciliation input."""
+    mark = time.monotonic()
+    recent = [d for d in group if d in plan.window]
+    rows = _read_silver(plan.silver, plan.silver_uri, group,
+                        with_keys=any(d in plan.keyed for d in recent))
+    summary.rows_in += rows.num_rows
+    _tick(summary.timings, "read", mark)
+    titles = plan.articles.for_documents(rows.column("document_id"))
+    results = runner.run(engines.relations(rows, titles), plan.marts, order_by=plan.keys)
+    if recent:  # the hot minutes, only for dates the hot marts still keep
+        mask = pc.is_in(rows.column("event_date"), pa.array(recent, pa.date32()))
+        _reconcile_input(runner, rows.filter(mask), minutes, silver_keys, plan.keyed)
+    return results
+
+
+def _compute_on_lake(runner: Any, plan: _Plan, group: list[dt.date], summary: MartsSummary,
+                     minutes: list[pa.Table], silver_keys: list[pa.Table]
+                     ) -> dict[str, pa.Table]:
+    """One group's marts by an engine that reads silver and writes gold itself (Spark),
+    with the exact minutes of the group's recent dates; the dedup keys the reconciliation
+    checks are read here, as with DuckDB."""
+    recent = [d for d in group if d in plan.window]
+    rows_in, results, recent_minutes = runner.run_dates(group, plan.marts, plan.keys,
+                                                        plan.articles, recent)
+    summary.rows_in += rows_in
+    if recent:
+        minutes.append(recent_minutes)
+        keyed = [d for d in recent if d in plan.keyed]
+        if keyed:
+            silver_keys.append(_read_silver(plan.silver, plan.silver_uri, keyed,
+                                            with_keys=True).select(["dedup_key"]))
+    return results
 
 
 def _reconcile_and_mark(settings: Settings, runner: engines.DuckDBEngine, plan: _Plan,

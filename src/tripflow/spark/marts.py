@@ -9,8 +9,9 @@ as Arrow for the PostgreSQL load, which is the DuckDB engine's (`marts/load.py`:
 of the run in one transaction), and written to `gold/<mart>` by Spark (`replaceWhere` on
 the group's dates, one commit per mart).
 
-The reconciliation's input (the recent dates' minutes) arrives as Arrow relations
-(`run`): Spark takes them with `createDataFrame` and runs the same file.
+The reconciliation's minutes of a group's recent dates come from the same views; pending
+dates outside the run arrive as Arrow relations (`run`), which Spark takes with
+`createDataFrame`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class SparkEngine:
         """The query's rows as Arrow, in `keys` order: sorted here, as a global ORDER BY
         in Spark costs a sampling job more, and only the PostgreSQL load wants the order."""
         table = engines.normalise(self.spark.sql(spark_sql(query)).toArrow())
+        # Nullable like DuckDB's results, whatever Spark inferred: one schema per query.
+        table = table.cast(pa.schema([field.with_nullable(True) for field in table.schema]))
         return table.sort_by([(key, "ascending") for key in keys]) if keys else table
 
     def run(self, rel: engines.Relations, queries: list[str],
@@ -96,10 +99,11 @@ class SparkEngine:
         return clicks.count()
 
     def run_dates(self, dates: list[dt.date], marts: list[str],
-                  order_by: dict[str, list[str]], titles: LoadedArticles
-                  ) -> tuple[int, dict[str, pa.Table]]:
+                  order_by: dict[str, list[str]], titles: LoadedArticles,
+                  recent: list[dt.date]) -> tuple[int, dict[str, pa.Table], pa.Table | None]:
         """Every mart of `dates` from the lake: written to gold by Spark (one replaceWhere
-        commit per mart) and returned as Arrow. Returns (silver rows read, results)."""
+        commit per mart) and returned as Arrow; and the exact minutes of the `recent` dates
+        (the reconciliation's query). Returns (silver rows read, results, minutes)."""
         try:
             rows_in = self.register_lake(dates, titles)
             predicate = lake.date_predicate(dates)
@@ -111,8 +115,13 @@ class SparkEngine:
                 (self.spark.createDataFrame(results[mart]).write.format("delta")
                  .mode("overwrite").option("replaceWhere", predicate)
                  .save(spark_path(lake.table_uri(self.settings, lake.gold(mart)))))
+            minutes = None
+            if recent:
+                self._cached[0].where(lake.date_predicate(recent)).createOrReplaceTempView(
+                    "silver_clicks")
+                minutes = self._collect(engines.RECONCILE_QUERY, None)
         finally:
             for frame in self._cached:
                 frame.unpersist()
             self._cached = []
-        return rows_in, results
+        return rows_in, results, minutes
