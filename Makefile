@@ -48,6 +48,14 @@ export TRIPFLOW_JARS_DIR := $(abspath $(JARS_DIR))
 jars: $(STAMP)
 	$(BIN)/tripflow jars
 
+# actionlint (rhysd's, pinned) for the CI workflow's test, built once from the Go module proxy.
+ACTIONLINT_VERSION := 1.7.12
+ACTIONLINT := .tools/actionlint-$(ACTIONLINT_VERSION)
+$(ACTIONLINT):
+	@command -v go >/dev/null || { echo "install Go first (apt-get install golang-go)" >&2; exit 1; }
+	GOBIN=$(abspath .tools) go install github.com/rhysd/actionlint/cmd/actionlint@v$(ACTIONLINT_VERSION)
+	mv .tools/actionlint $(ACTIONLINT)
+
 # The browser test drives Debian's chromium (Playwright's own browser download is not used).
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
@@ -66,8 +74,8 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint chromium prometheus jars $(AIRFLOW_STAMP) $(SUPERSET_STAMP)
-	TRIPFLOW_AIRFLOW_VENV=$(abspath $(AIRFLOW_VENV)) \
+test: lint chromium prometheus jars $(ACTIONLINT) $(AIRFLOW_STAMP) $(SUPERSET_STAMP)
+	TRIPFLOW_AIRFLOW_VENV=$(abspath $(AIRFLOW_VENV)) TRIPFLOW_ACTIONLINT=$(abspath $(ACTIONLINT)) \
 	TRIPFLOW_SUPERSET_VENV=$(abspath $(SUPERSET_VENV)) $(BIN)/pytest
 
 # Files → cold marts at full TripClick scale, timed as a user runs it (prints JSON).
@@ -77,4 +85,4 @@ bench-e2e: $(STAMP)
 clean:
 	-$(BIN)/tripflow services down
 	-$(BIN)/tripflow dashboards stop
-	rm -rf $(VENV) $(AIRFLOW_VENV) $(SUPERSET_VENV) .tripflow $(JARS_DIR)
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(SUPERSET_VENV) .tripflow $(JARS_DIR) .tools
