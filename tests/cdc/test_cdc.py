@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from itertools import pairwise
@@ -22,10 +23,12 @@ from pathlib import Path
 import psycopg
 import pyarrow as pa
 from deltalake import DeltaTable
+from prometheus_client.parser import text_string_to_metric_families
 
 from tripflow.cdc import apply as cdc_apply
 from tripflow.cdc.catalog import simulate
 from tripflow.marts.articles import LoadedArticles
+from tripflow.observability.metrics import start_worker_metrics
 from tripflow.records.articles import write_articles
 from tripflow.settings import Settings
 
@@ -253,6 +256,33 @@ def test_until_idle_runs_end_by_themselves_with_the_snapshot_applied(
         current = conn.execute("select count(*) from dim_documents where is_current and "
                                "version = 1 and url is null").fetchone()
     assert mart == [("snapshot", 30)] and current == (30,)
+
+
+def test_apply_serves_its_metrics(cdc_settings: Settings, cdc_env: dict[str, str],
+                                  tmp_path: Path) -> None:
+    """`cdc apply --metrics-port`: the change consumer feeds the workers' metrics."""
+    articles = tmp_path / "allarticles.txt"
+    write_articles([(i, f"Article {i}", None) for i in range(1, 13)], articles)
+    for args in (["articles", str(articles)], ["cdc", "capture", "--until-idle", "3"]):
+        done = subprocess.run([sys.executable, "-m", "tripflow", *args], env=cdc_env,
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+    metrics = start_worker_metrics(cdc_settings, "cdc", 0)
+    assert metrics is not None
+    try:
+        summary = cdc_apply.apply(cdc_settings, until_idle=2.0, metrics=metrics)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics",
+                                    timeout=5) as reply:
+            text = reply.read().decode()
+    finally:
+        metrics.close()
+    assert summary.line().startswith("cdc apply: 12 envelopes, 12 changes applied")
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for family in text_string_to_metric_families(text) for s in family.samples}
+    assert got[("tripflow_records_written_total", (("worker", "cdc"),))] == 12
+    lags = [value for (name, labels), value in got.items()
+            if name == "tripflow_consumer_lag" and dict(labels)["worker"] == "cdc"]
+    assert lags == [0.0]  # the change topic has one partition, fully applied
 
 
 def _change(offset: int, lsn: int, doc: int, op: str, title: str | None,

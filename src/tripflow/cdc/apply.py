@@ -306,8 +306,10 @@ class CdcSink(SinkBase):
 
 
 def apply(settings: Settings, *, until_idle: float | None = None,
-          stop: threading.Event | None = None) -> ApplySummary:
-    """Consume the change topic into the dimension until stopped (or idle)."""
+          stop: threading.Event | None = None, metrics: Any = None) -> ApplySummary:
+    """Consume the change topic into the dimension until stopped (or idle).
+
+    `metrics`: a `tripflow.observability.metrics.WorkerMetrics` to feed."""
     settings = services.resolve(settings)
     dsn = db.prepare(settings)
     topic = cdc.topic(settings)
@@ -318,7 +320,7 @@ def apply(settings: Settings, *, until_idle: float | None = None,
         config={"session.timeout.ms": 6000}, writer_name="tripflow-cdc-writer")
     stop = stop or threading.Event()
     consumer = ExactlyOnceConsumer(settings.model_copy(update={"topic": topic}), options,
-                                   sink, stop=stop)
+                                   sink, stop=stop, metrics=metrics)
     try:
         with stop_on_signals(stop):
             stats = consumer.run()

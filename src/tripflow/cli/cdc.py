@@ -56,14 +56,27 @@ def setup() -> None:
 
 @app.command()
 def apply(until_idle: float | None = _UNTIL_IDLE,
-          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+          verbose: bool = typer.Option(False, "--verbose", "-v"),
+          metrics_port: int | None = typer.Option(
+              None, "--metrics-port", metavar="PORT",
+              help="Serve Prometheus metrics on this port (127.0.0.1 by default; not "
+                   "TRIPFLOW_METRICS_PORT, which the stream worker serves).")) -> None:
     """Apply the change topic to bronze/catalog_changes and the type-2 dimension
     dim_documents (PostgreSQL and silver/dim_documents), exactly once."""
     _logging(verbose)
     with friendly_errors():
         from tripflow.cdc.apply import apply as run
+        from tripflow.observability.metrics import start_worker_metrics
 
-        summary = run(command_settings(kafka=True), until_idle=until_idle)
+        settings = command_settings(kafka=True)
+        # Only an explicit port: the shared default belongs to the stream worker.
+        metrics = (start_worker_metrics(settings, "cdc", metrics_port)
+                   if metrics_port is not None else None)
+        try:
+            summary = run(settings, until_idle=until_idle, metrics=metrics)
+        finally:
+            if metrics is not None:
+                metrics.close()
     console.print(summary.line(), soft_wrap=True)
 
 
