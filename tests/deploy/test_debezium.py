@@ -58,5 +58,5 @@ def test_compose_runs_the_capture_and_the_apply() -> None:
     assert set(debezium["environment"]) >= {"TRIPFLOW_CDC_PASSWORD", "KAFKA_SASL_PASSWORD",
                                             "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
     assert services["tripflow-cdc-setup"]["command"] == ["cdc", "setup"]
-    assert services["tripflow-cdc-apply"]["command"] == ["cdc", "apply"]
+    assert services["tripflow-cdc-apply"]["command"] == ["cdc", "apply", "--metrics-port", "9108"]
     assert "TRIPFLOW_CDC_PASSWORD=change-me-cdc" in (DEPLOY / ".env.example").read_text()

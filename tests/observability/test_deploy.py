@@ -61,8 +61,12 @@ def test_compose_runs_prometheus_grafana_and_the_exporter() -> None:
     for name in ("tripflow-stream", "tripflow-metrics"):
         assert services[name]["environment"]["TRIPFLOW_METRICS_PORT"] == "9108"
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    assert {j["job_name"] for j in config["scrape_configs"]} == {"tripflow-stream",
-                                                                 "tripflow-pipeline"}
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert set(jobs) == {"tripflow-stream", "tripflow-cdc", "tripflow-pipeline"}
+    # Each job's target is a compose service serving its metrics on that port.
+    assert jobs["tripflow-cdc"]["static_configs"] == [{"targets": ["tripflow-cdc-apply:9108"]}]
+    assert services["tripflow-cdc-apply"]["command"][-2:] == ["--metrics-port", "9108"]
+    assert services["tripflow-cdc-apply"]["environment"]["TRIPFLOW_METRICS_HOST"] == "0.0.0.0"
 
 
 def test_alertmanager_routes_every_alert_to_the_webhook_secret() -> None:
