@@ -116,11 +116,25 @@ def session(settings: Settings) -> SparkSession:
 
 
 def stop() -> None:
-    """Stop the process's session (tests; a command's ends with the process)."""
+    """Stop the process's session and its JVM (tests: the JVM would otherwise outlive the
+    session, idle, until the process ends; a command's ends with the process). A later
+    `session()` starts a new one."""
     global _session
-    if _session is not None:
-        _session.stop()
-        _session = None
+    if _session is None:
+        return
+    from pyspark import SparkContext
+
+    _session.stop()
+    _session = None
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        gateway.shutdown()
+        proc = getattr(gateway, "proc", None)
+        if proc is not None and proc.stdin is not None:  # pyspark's JVM exits on stdin EOF
+            proc.stdin.close()
+            proc.wait(timeout=60)
+        SparkContext._gateway = None
+        SparkContext._jvm = None
 
 
 def spark_path(uri: str) -> str:
