@@ -271,10 +271,25 @@ class ExactlyOnceConsumer:
         else:
             self.warn_every(f"kafka-{code}", 10.0, "Kafka: %s", err.str())
 
+    def _list_topic(self, timeout: float) -> Any:
+        """The topic's metadata, asked in 1 s rounds; before any assignment the client's
+        callbacks are served between rounds, so refused credentials raise at once
+        (`_on_kafka_error`) instead of after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self.consumer.list_topics(self.topic, timeout=max(0.1, min(1.0, left)))
+            except KafkaException:
+                if time.monotonic() >= deadline:
+                    raise
+                if not self.consumer.assignment():  # no record can come: nothing is lost
+                    self.consumer.poll(0)
+
     def _topic_partitions(self, required: bool) -> list[int] | None:
         """The topic's partitions; None while it does not exist (an error if required)."""
         try:
-            metadata = self.consumer.list_topics(self.topic, timeout=15 if required else 5)
+            metadata = self._list_topic(15 if required else 5)
         except KafkaException as err:
             if required:
                 raise
