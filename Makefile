@@ -56,6 +56,13 @@ $(ACTIONLINT):
 	GOBIN=$(abspath .tools) go install github.com/rhysd/actionlint/cmd/actionlint@v$(ACTIONLINT_VERSION)
 	mv .tools/actionlint $(ACTIONLINT)
 
+# composecheck (tools/composecheck): deploy/docker-compose.yml loaded by compose-go, as
+# `docker compose config` loads it; no compose plugin runs here.
+COMPOSECHECK := .tools/composecheck
+$(COMPOSECHECK): tools/composecheck/main.go tools/composecheck/go.mod tools/composecheck/go.sum
+	@command -v go >/dev/null || { echo "install Go first (apt-get install golang-go)" >&2; exit 1; }
+	go build -C tools/composecheck -o $(abspath $(COMPOSECHECK)) .
+
 # The browser test drives Debian's chromium (Playwright's own browser download is not used).
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
@@ -74,8 +81,9 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint chromium prometheus jars $(ACTIONLINT) $(AIRFLOW_STAMP) $(SUPERSET_STAMP)
+test: lint chromium prometheus jars $(ACTIONLINT) $(COMPOSECHECK) $(AIRFLOW_STAMP) $(SUPERSET_STAMP)
 	TRIPFLOW_AIRFLOW_VENV=$(abspath $(AIRFLOW_VENV)) TRIPFLOW_ACTIONLINT=$(abspath $(ACTIONLINT)) \
+	TRIPFLOW_COMPOSECHECK=$(abspath $(COMPOSECHECK)) \
 	TRIPFLOW_SUPERSET_VENV=$(abspath $(SUPERSET_VENV)) $(BIN)/pytest
 
 # Files → cold marts at full TripClick scale, timed as a user runs it (prints JSON).

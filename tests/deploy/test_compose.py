@@ -1,12 +1,16 @@
 """deploy/docker-compose.yml parses and references only files that exist.
 
-No Docker engine (nor compose client) runs here, so the file is checked as YAML: the
-services the cluster setting needs, their build files, mounted files and env placeholders.
+No Docker engine (nor compose plugin) runs here, so the file is checked as YAML (the
+services the cluster setting needs, their build files, mounted files and env placeholders)
+and loaded by compose-go, the library `docker compose config` is built on.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -97,3 +101,37 @@ def test_kafka_is_4x_kraft_and_tripflow_logs_in_with_scram() -> None:
                            if k.startswith("TRIPFLOW_KAFKA_")})
     assert settings.kafka_sasl_username == "tripflow"
     assert settings.kafka_security_protocol == "SASL_PLAINTEXT"
+
+
+def _composecheck(compose: Path, env_file: Path) -> subprocess.CompletedProcess[str]:
+    """tools/composecheck: the compose file loaded by compose-go, as `docker compose
+    config` loads it (built by `make test` into .tools/)."""
+    binary = os.environ.get("TRIPFLOW_COMPOSECHECK") or shutil.which("composecheck")
+    assert binary, "composecheck is missing: run `make test` (it builds .tools/composecheck)"
+    return subprocess.run([binary, str(compose), str(env_file)], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_compose_config_loads_with_the_example_env() -> None:
+    result = _composecheck(DEPLOY / "docker-compose.yml", DEPLOY / ".env.example")
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) == set(_compose()["services"])
+
+
+def test_compose_config_rejects_a_missing_setting_and_a_broken_reference(
+        tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("\n".join(line for line in (DEPLOY / ".env.example").read_text()
+                             .splitlines() if not line.startswith("KAFKA_CLUSTER_ID=")))
+    result = _composecheck(DEPLOY / "docker-compose.yml", env)
+    assert result.returncode == 1
+    assert "set KAFKA_CLUSTER_ID in deploy/.env" in result.stderr
+
+    broken = tmp_path / "docker-compose.yml"
+    text = (DEPLOY / "docker-compose.yml").read_text()
+    text = text.replace("./", str(DEPLOY) + "/").replace("context: ..", f"context: {ROOT}")
+    broken.write_text(text.replace("\nservices:\n", "\nservices:\n  oops:\n    image: x\n"
+                                   "    depends_on: [nowhere]\n", 1))
+    result = _composecheck(broken, DEPLOY / ".env.example")
+    assert result.returncode == 1
+    assert "nowhere" in result.stderr
