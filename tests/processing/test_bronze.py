@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -162,6 +164,29 @@ def test_two_loaders_in_the_group_share_the_partitions(settings: Settings) -> No
 def test_a_missing_topic_is_a_clear_error(settings: Settings) -> None:
     with pytest.raises(BronzeError, match="does not exist"):
         run_bronze(settings, until_idle=0.5, partitions=())
+
+
+def test_a_long_running_loader_waits_for_its_topic(settings: Settings,
+                                                   tripflow_env: dict[str, str]) -> None:
+    """`tripflow bronze` (no --until-idle) started before its producer: it waits for the
+    topic instead of exiting, then copies every record exactly once (and stops on SIGTERM)."""
+    loader = subprocess.Popen([sys.executable, "-m", "tripflow", "bronze", "--partitions", "all"],
+                              env=tripflow_env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(4)  # the loader has looked for the topic and found none
+        assert loader.poll() is None, loader.communicate()[0]
+        sent = batchkit.produce(settings, lines(90), partitions=3)
+        deadline = time.monotonic() + 90
+        while lake.open_table(settings, lake.BRONZE) is None or \
+                sum(map(len, positions(settings).values())) < 90:
+            assert loader.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        loader.terminate()
+        output = loader.communicate(timeout=60)[0].decode()
+    assert loader.returncode == 0, output
+    assert_exactly(settings, sent)
 
 
 @pytest.fixture

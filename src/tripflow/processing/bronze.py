@@ -358,7 +358,10 @@ def run_bronze(
         batch_max_records=max_batch_rows, batch_max_s=max_batch_seconds,
         fetch_slice=10_000, poll_s=0.25, wait_s=0.25, close_when_full=True,
         close_when_quiet=True, max_inflight=2,  # one batch written, one waiting
-        missing_topic="error", join_grace_s=float("inf"), join_timeout_s=join_timeout,
+        # A batch run (until_idle) with no topic is a mistake to report; a long-running
+        # loader started beside its producer waits for the topic, as the stream worker does.
+        missing_topic="error" if until_idle is not None else "wait",
+        join_grace_s=float("inf"), join_timeout_s=join_timeout,
         check_timeout_s=CHECK_TIMEOUT_S, check_limit_s=CHECK_LIMIT_S, commit_hint=True,
         # Large fetches: bronze is about throughput.
         config={"client.id": "tripflow-bronze", "fetch.max.bytes": 104_857_600,
