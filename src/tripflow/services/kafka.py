@@ -431,6 +431,21 @@ def _launch(paths: KafkaPaths, node: Node, java: str, classpath: str,
     return proc
 
 
+def _last_errors(log: Path, lines: int = 8) -> str:
+    """The end of a node's JVM output and its last ERROR lines: why it stopped, in the
+    message itself (a test's logs are gone once its session ends)."""
+    found: list[str] = []
+    for path in (log.with_suffix(".out"), log):
+        try:
+            text = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        if path == log:
+            text = [line for line in text if " ERROR " in line or "Exception" in line]
+        found += text[-lines:]
+    return ("\n" + "\n".join(found)) if found else ""
+
+
 def _wait(paths: KafkaPaths, cluster: list[Node], wait_s: float,
           launched: dict[int, subprocess.Popen[bytes]]) -> None:
     address = ",".join(n.address for n in cluster)
@@ -442,9 +457,9 @@ def _wait(paths: KafkaPaths, cluster: list[Node], wait_s: float,
                 if (launched[n.id].poll() is not None if n.id in launched
                     else pid(paths, n.id) is None)]
         if dead:
-            raise KafkaError(f"Kafka broker {dead[0]} exited at start; see "
-                             f"{paths.log_file(dead[0])} and "
-                             f"{paths.log_file(dead[0]).with_suffix('.out')}")
+            log = paths.log_file(dead[0])
+            raise KafkaError(f"Kafka broker {dead[0]} exited at start; see {log} and "
+                             f"{log.with_suffix('.out')}{_last_errors(log)}")
         if answers(address, len(cluster), timeout=1.0):
             return
         time.sleep(0.5)
