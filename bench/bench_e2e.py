@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_batch import fresh_database
 
 from tripflow import services
 from tripflow.settings import Settings
@@ -74,14 +76,6 @@ class Step:
         summary = output.strip().splitlines()[-1] if output.strip() else ""
         return {"seconds": round(seconds, 2), "peak_rss_mb": round(self.peak_rss / 2**20),
                 "summary": summary}
-
-
-def fresh_database(settings: Settings) -> str:
-    server = services.pg_dsn(settings)
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    return f"{server.rpartition('/')[0]}/{name}"
 
 
 def pipeline(source: Path, env: dict[str, str]) -> dict[str, Any]:
