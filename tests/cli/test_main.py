@@ -1,0 +1,58 @@
+"""The command table: `tripflow --help` lists every command with its own help, without
+importing the command modules; running one loads only that one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import typer.main
+from typer.testing import CliRunner
+
+from tripflow.cli import main
+
+
+def _first_paragraph(text: str | None) -> str:
+    return (text or "").strip().split("\n\n")[0].strip()
+
+
+def test_every_command_is_listed_with_its_own_help() -> None:
+    listed = typer.main.get_command(main.app)
+    assert list(listed.commands) == list(main.COMMANDS)  # type: ignore[attr-defined]
+    for name in main.COMMANDS:
+        real = main._click_command(name)
+        assert real.name == name
+        assert _first_paragraph(main.COMMANDS[name].help) == _first_paragraph(real.help), name
+    # What the dashboards' pipeline check reads.
+    assert {c.name for c in main.app.registered_commands} == set(main.COMMANDS)
+
+
+def test_help_imports_no_command_module_and_a_command_only_its_own() -> None:
+    probe = (
+        "import json, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from tripflow.cli.main import app\n"
+        "args = sys.argv[1:]\n"
+        "result = CliRunner().invoke(app, args)\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('tripflow.cli.')"
+        " or m.split('.')[0] in ('pyarrow', 'duckdb', 'deltalake', 'psycopg',"
+        " 'confluent_kafka', 'numpy'))))\n"
+    )
+    def loaded(*args: str) -> list[str]:
+        return json.loads(subprocess.run([sys.executable, "-c", probe, *args],
+                                         capture_output=True, text=True, check=True).stdout)
+
+    assert loaded("--help") == ["tripflow.cli.main"]
+    silver = loaded("silver", "--help")
+    assert "tripflow.cli.batch" in silver
+    assert not {"tripflow.cli.produce", "tripflow.cli.dashboards", "tripflow.cli.cdc",
+                "confluent_kafka"} & set(silver)
+
+
+def test_group_and_unknown_command() -> None:
+    result = CliRunner().invoke(main.app, ["services", "--help"])
+    assert result.exit_code == 0 and "status" in result.output and "up" in result.output
+    result = CliRunner().invoke(main.app, ["silvr"])
+    assert result.exit_code == 2 and "silver" in result.output
