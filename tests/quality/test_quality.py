@@ -8,6 +8,8 @@ import datetime as dt
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from tests.kits import batchkit
@@ -142,3 +144,40 @@ def test_drift_counts_only_dates_the_hot_mart_had(built: Settings) -> None:
         (None, False, round(wrong / minutes, 6)), (day, False, round(wrong / minutes, 6))]
     assert drift[1].detail == f"{wrong:,} of {minutes:,} minutes rewritten"
     assert report.failed == []  # a warning: reconciliation has corrected the minutes
+
+
+def test_a_repeated_key_and_a_misdated_row_fail_the_silver_checks_with_exact_counts(
+        built: Settings) -> None:
+    from deltalake import write_deltalake
+
+    from tripflow import lake
+
+    uri = lake.table_uri(built, lake.SILVER)
+    first = lake.open_table(built, lake.SILVER).to_pyarrow_dataset().to_table(  # type: ignore[union-attr]
+        filter=pc.field("event_date") == pa.scalar(START, pa.date32())).slice(0, 2)
+    repeat = first.slice(0, 1)  # the same click twice
+    next_day = START + dt.timedelta(days=1)
+    misdated = first.slice(1, 1).set_column(
+        first.schema.get_field_index("event_date"), "event_date",
+        pa.array([next_day], pa.date32())).set_column(
+        first.schema.get_field_index("dedup_key"), "dedup_key", pa.array(["f" * 16]))
+    for rows in (repeat, misdated):
+        write_deltalake(uri, rows.cast(first.schema), mode="append", partition_by=["event_date"])
+    report = run_quality(built, layers=["silver"])
+    summary = {r.check: r for r in report.results if r.event_date is None}
+    assert {r.check for r in report.failed} == {"silver.dedup_key_unique",
+                                                  "silver.event_date_is_utc_date"}
+    total = sum(lake.rows_per_date(lake.open_table(built, lake.SILVER)).values())  # type: ignore[arg-type]
+    assert summary["silver.dedup_key_unique"].observed == 1
+    assert summary["silver.dedup_key_unique"].detail == f"{total:,} rows: 0 null, 1 repeated"
+    assert summary["silver.event_date_is_utc_date"].observed == 1
+    assert summary["silver.event_date_is_utc_date"].detail == \
+        f"1 of {total:,} rows on another date ({next_day})"
+
+
+def test_a_mart_without_its_primary_key_fails_the_key_check(built: Settings) -> None:
+    with psycopg.connect(built.pg_dsn, autocommit=True) as conn:  # type: ignore[arg-type]
+        conn.execute("alter table mart_daily_traffic drop constraint mart_daily_traffic_pkey")
+    report = run_quality(built, layers=["gold"])
+    keys = [r for r in report.failed if r.check == "gold.mart_keys_unique"]
+    assert [(r.observed, r.detail) for r in keys] == [(1, "mart_daily_traffic: no primary key")]

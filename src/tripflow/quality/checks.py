@@ -20,10 +20,9 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import duckdb
-import numpy as np
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -103,8 +102,10 @@ class LakeFiles:
     missing: list[str] = field(default_factory=list)
     rows: dict[dt.date | None, int] = field(default_factory=dict)  # from the files' footers
 
-    def read(self, columns: list[str]) -> pa.Table:
-        return lake.read_files(self.files).to_table(columns=columns)
+    def dataset(self) -> pads.Dataset:
+        """The present files as one dataset: DuckDB scans it in streamed batches, reading
+        only the columns a query names (never the whole table in memory at once)."""
+        return lake.read_files(self.files)
 
 
 def lake_files(settings: Settings, relative: str, dates: list[dt.date] | None
@@ -137,6 +138,7 @@ class Scope:
     settings: Settings
     conn: psycopg.Connection
     dates: list[dt.date] | None  # None: every date
+    silver_by_date: list[tuple[dt.date | None, int, int, int]] | None = None  # one scan
 
     @cached_property
     def silver(self) -> LakeFiles | None:
@@ -153,8 +155,8 @@ class Scope:
         return f"{column} = any(%(dates)s)", {"dates": self.dates}
 
 
-def _duck(**tables: pa.Table) -> duckdb.DuckDBPyConnection:
-    """A private DuckDB connection with these Arrow tables registered by name."""
+def _duck(**tables: pa.Table | pads.Dataset) -> duckdb.DuckDBPyConnection:
+    """A private DuckDB connection with these Arrow tables or datasets registered by name."""
     connection = duckdb.connect()
     for name, table in tables.items():
         connection.register(name, table)
@@ -191,8 +193,9 @@ def offsets_contiguous(scope: Scope, c: Check) -> list[Result]:
     files = scope.bronze_all
     if files is None:
         return [c.result(0, "no bronze table")]
-    rows = files.read(["topic", "partition", "offset"])
-    faults = _duck(rows=rows).sql("""
+    rows = _duck(rows=files.dataset())
+    total = rows.sql("select count(*) from rows").fetchall()[0][0]
+    faults = rows.sql("""
         select topic, "partition", min("offset"), max("offset"),
                max("offset") - min("offset") + 1 - count(distinct "offset") as gaps,
                count(*) - count(distinct "offset") as repeats
@@ -200,7 +203,7 @@ def offsets_contiguous(scope: Scope, c: Check) -> list[Result]:
     observed = sum(f[4] + f[5] for f in faults)
     shown = "; ".join(f"{t}[{p}] {lo}..{hi}: {g} missing, {r} repeated"
                       for t, p, lo, hi, g, r in faults[:_SHOWN])
-    detail = shown or f"{rows.num_rows:,} rows, every partition contiguous"
+    detail = shown or f"{total:,} rows, every partition contiguous"
     if files.missing:
         detail += f"; {len(files.missing)} listed files missing (not read)"
     return [c.result(observed, detail, passed=observed == 0 and not files.missing)]
@@ -224,11 +227,31 @@ def dedup_key_unique(scope: Scope, c: Check) -> list[Result]:
     """dedup_key is non-null and unique (one row per click)."""
     if scope.silver is None:
         return [c.result(0, "no silver table")]
-    rows = scope.silver.read(["dedup_key"])
-    total, nulls, repeats = _duck(rows=rows).sql(
-        "select count(*), count(*) - count(dedup_key), count(dedup_key) - "
-        "count(distinct dedup_key) from rows").fetchall()[0]
+    rows = _duck(rows=scope.silver.dataset())
+    # Distinct 64-bit hashes are far cheaper to count than distinct strings, and as many
+    # distinct hashes as keys proves the keys distinct; fewer (a repeat, or a collision)
+    # is settled by counting the strings themselves.
+    total, keyed, hashes = rows.sql(
+        "select count(*), count(dedup_key), count(distinct hash(dedup_key)) "
+        "from rows").fetchall()[0]
+    distinct = keyed if hashes == keyed else rows.sql(
+        "select count(distinct dedup_key) from rows").fetchall()[0][0]
+    nulls, repeats = total - keyed, keyed - distinct
     return [c.result(nulls + repeats, f"{total:,} rows: {nulls:,} null, {repeats:,} repeated")]
+
+
+def _silver_by_date(scope: Scope) -> list[tuple[dt.date | None, int, int, int]]:
+    """(event_date, rows, rows with an unmapped area, rows whose event_ts falls on another
+    UTC date) per silver date, in one scan shared by the checks that need them."""
+    if scope.silver_by_date is None:
+        assert scope.silver is not None
+        scope.silver_by_date = _duck(rows=scope.silver.dataset()).sql("""
+            select event_date, count(*),
+                   count(*) filter (where len(unmapped_areas) > 0),
+                   count(*) filter (where event_ts is null or event_date is null
+                       or epoch_ms(event_ts) // 86400000 <> event_date - date '1970-01-01')
+            from rows group by 1 order by 1 nulls last""").fetchall()
+    return scope.silver_by_date
 
 
 @check("silver.event_date_is_utc_date", "silver", "fail")
@@ -236,18 +259,13 @@ def event_date_is_utc_date(scope: Scope, c: Check) -> list[Result]:
     """event_date is the UTC date of event_ts."""
     if scope.silver is None:
         return [c.result(0, "no silver table")]
-    rows = scope.silver.read(["event_ts", "event_date"])
-    ts_type = rows.schema.field("event_ts").type
-    per_day = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[ts_type.unit] * 86_400
-    ticks = pc.fill_null(rows.column("event_ts").cast(pa.timestamp(ts_type.unit)).cast(
-        pa.int64()), 0).to_numpy()
-    days = pc.fill_null(rows.column("event_date").cast(pa.int32()), -(2**31)).to_numpy()
-    wrong = np.floor_divide(ticks, per_day) != days
-    bad_days = sorted(set(rows.column("event_date").filter(pa.array(wrong)).to_pylist()),
-                      key=lambda d: (d is None, d))
-    detail = (f"{int(wrong.sum()):,} of {rows.num_rows:,} rows on another date"
-              + (f" ({_days([d for d in bad_days if d is not None])})" if bad_days else ""))
-    return [c.result(int(wrong.sum()), detail)]
+    per_date = _silver_by_date(scope)
+    total = sum(r[1] for r in per_date)
+    wrong = sum(r[3] for r in per_date)
+    bad_days = [r[0] for r in per_date if r[3] and r[0] is not None]
+    detail = (f"{wrong:,} of {total:,} rows on another date"
+              + (f" ({_days(bad_days)})" if bad_days else ""))
+    return [c.result(wrong, detail)]
 
 
 @check("silver.unmapped_area_rate", "silver", "warn", UNMAPPED_AREA_RATE)
@@ -256,10 +274,7 @@ def unmapped_area_rate(scope: Scope, c: Check) -> list[Result]:
     title-cased, in `unmapped_areas`; the normalisation decides what is canonical)."""
     if scope.silver is None:
         return [c.result(0, "no silver table")]
-    rows = scope.silver.read(["event_date", "unmapped_areas"])
-    rates = _duck(rows=rows).sql("""
-        select event_date, count(*) filter (where len(unmapped_areas) > 0), count(*)
-        from rows group by 1 order by 1""").fetchall()
+    rates = [(day, unmapped, rows) for day, rows, unmapped, _ in _silver_by_date(scope)]
     return _rate_results(c, rates, "clicks with an unmapped area")
 
 
@@ -276,22 +291,22 @@ def quarantine_rate(scope: Scope, c: Check) -> list[Result]:
     bronze = lake_files(scope.settings, lake.BRONZE, scope.dates)
     if bronze is None:
         return [c.result(0, "no bronze table")]
-    rows = bronze.read(["topic", "partition", "offset", "event_date"])
+    rows = bronze.dataset()
     found = scope.conn.execute(_SIGHTINGS, {"topic": scope.settings.topic}).fetchall()
     bad = pa.table({"partition": pa.array([f[0] for f in found], pa.int32()),
                     "offset": pa.array([f[1] for f in found], pa.int64())})
     rates = _duck(rows=rows, bad=bad).sql("""
         select r.event_date, count(b."offset"), count(*)
         from rows r left join (select distinct "partition", "offset" from bad) b
-          on r."partition" = b."partition" and r."offset" = b."offset"
+          on r."partition" = b."partition" and r."offset" = b."offset" and r.topic = $topic
         where r.event_date is not null
-        group by 1 order by 1""").fetchall()
+        group by 1 order by 1""", params={"topic": scope.settings.topic}).fetchall()
     return _rate_results(c, rates, "bronze records quarantined")
 
 
 # -- gold (PostgreSQL cold marts) -------------------------------------------------------------
 _PRIMARY_KEY = """
-select a.attname from pg_index i
+select a.attname, i.indisvalid and i.indisready from pg_index i
 join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
 where i.indrelid = to_regclass(%s) and i.indisprimary order by a.attnum"""
 
@@ -305,10 +320,13 @@ def mart_keys_unique(scope: Scope, c: Check) -> list[Result]:
     where, params = scope.date_filter()
     problems = []
     for mart in mart_names():
-        key = [r[0] for r in scope.conn.execute(_PRIMARY_KEY, (f"public.{mart}",))]
-        if not key:
+        found = scope.conn.execute(_PRIMARY_KEY, (f"public.{mart}",)).fetchall()
+        if not found:
             problems.append(f"{mart}: no primary key")
             continue
+        if all(enforced for _, enforced in found):
+            continue  # a valid primary-key index: PostgreSQL itself refuses a repeat
+        key = [name for name, _ in found]
         columns = ", ".join(f'"{k}"' for k in key)
         repeated = scope.conn.execute(
             f"select count(*) from (select 1 from public.{mart} where {where} "
