@@ -5,7 +5,12 @@
 same four commands (the incremental run). Each step is a real `tripflow` process; its peak
 RSS is the largest sum over its process tree, sampled every 0.1 s.
 
-Prints one JSON object with seconds and peak RSS per step, the wall time from the first
+Then bronze alone: the full topic read again into a new lake folder by one `tripflow
+bronze --until-idle 3` (its own throughput, not bounded by the producer beside it).
+
+Prints one JSON object with seconds, CPU seconds and peak RSS per step (the CPU of a
+step's process tree, sampled every 0.1 s, so a process's last 0.1 s may be missed), the
+CPU the broker and PostgreSQL used during each phase, the wall time from the first
 command to the marts in PostgreSQL, and the performance issue's goals met or not.
 
 Run: PYTHONPATH=src python bench/bench_e2e.py [--data DIR] [--days N] [--home DIR]
@@ -21,6 +26,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -49,6 +55,7 @@ class Step:
         self.proc = subprocess.Popen([*TRIPFLOW, *args], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.peak_rss = 0
+        self.cpu: dict[int, float] = {}  # pid -> user + system seconds, last seen
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
 
@@ -61,7 +68,10 @@ class Step:
             rss = 0
             try:
                 for proc in [root, *root.children(recursive=True)]:
-                    rss += proc.memory_info().rss
+                    with proc.oneshot():
+                        rss += proc.memory_info().rss
+                        times = proc.cpu_times()
+                    self.cpu[proc.pid] = times.user + times.system
             except psutil.NoSuchProcess:
                 pass
             self.peak_rss = max(self.peak_rss, rss)
@@ -74,20 +84,67 @@ class Step:
         if self.proc.returncode != 0:
             raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{output[-3000:]}")
         summary = output.strip().splitlines()[-1] if output.strip() else ""
-        return {"seconds": round(seconds, 2), "peak_rss_mb": round(self.peak_rss / 2**20),
-                "summary": summary}
+        return {"seconds": round(seconds, 2), "cpu_s": round(sum(self.cpu.values()), 1),
+                "peak_rss_mb": round(self.peak_rss / 2**20), "summary": summary}
 
 
-def pipeline(source: Path, env: dict[str, str]) -> dict[str, Any]:
+def service_cpu(home: Path) -> dict[str, float]:
+    """CPU seconds used so far by the embedded broker and PostgreSQL (their process trees)."""
+    pids: dict[str, list[int]] = {"broker": [], "postgres": []}
+    kafka = home / "kafka.json"
+    if kafka.exists():
+        pids["broker"] = [int(pid) for pid in json.loads(kafka.read_text())["pids"].values()]
+    postmaster = home / "pg" / "postmaster.pid"
+    if postmaster.exists():
+        pids["postgres"] = [int(postmaster.read_text().split()[0])]
+    used = {}
+    for name, roots in pids.items():
+        total = 0.0
+        for pid in roots:
+            try:
+                root = psutil.Process(pid)
+                times = root.cpu_times()  # with exited children (PostgreSQL's backends)
+                total += times.user + times.system + times.children_user + times.children_system
+                for proc in root.children(recursive=True):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        used[name] = total
+    return used
+
+
+def services_during(home: Path, before: dict[str, float]) -> dict[str, float]:
+    after = service_cpu(home)
+    return {f"{name}_cpu_s": round(after[name] - before[name], 1) for name in after}
+
+
+def pipeline(source: Path, env: dict[str, str], home: Path) -> dict[str, Any]:
     """produce ∥ bronze, then silver, then marts; seconds from the first start."""
     started = time.monotonic()
+    services = service_cpu(home)
     produce = Step("produce", ["produce", str(source)], env)
     bronze = Step("bronze", ["bronze", "--until-idle", "3"], env)
-    steps = {"produce": produce.wait(), "bronze": bronze.wait()}
+    steps: dict[str, Any] = {"produce": produce.wait(), "bronze": bronze.wait()}
+    steps["services_during_produce_and_bronze"] = services_during(home, services)
+    services = service_cpu(home)
     steps["silver"] = Step("silver", ["silver", "--changed"], env).wait()
     steps["marts"] = Step("marts", ["marts", "--changed"], env).wait()
+    steps["services_during_silver_and_marts"] = services_during(home, services)
     steps["wall_s"] = round(time.monotonic() - started, 2)
     return steps
+
+
+def bronze_alone(env: dict[str, str], home: Path, lake: Path, records: int) -> dict[str, Any]:
+    """The whole topic into a new lake folder by one bronze run: its own throughput."""
+    services = service_cpu(home)
+    step = Step("bronze", ["bronze", "--until-idle", "3"],
+                {**env, "TRIPFLOW_LAKE_URI": str(lake)}).wait()
+    step.update(services_during(home, services))
+    rate = re.search(r"\(([\d,]+) records/s\)", step["summary"])
+    step["records_per_s"] = int(rate.group(1).replace(",", "")) if rate else None
+    step["cpu_us_per_record"] = round(step["cpu_s"] / records * 1e6, 2)
+    return step
 
 
 def next_day(data: Path, last: dt.date) -> Path:
@@ -126,9 +183,12 @@ def main() -> None:
         "lines": manifest.totals.lines, "clicks": manifest.totals.clicks,
         "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]}
 
-    figures["full"] = pipeline(args.data, env)
+    home = base.home_dir
+    figures["full"] = pipeline(args.data, env, home)
     last = max(dt.date.fromisoformat(day) for day in manifest.days)
-    figures["incremental_day"] = pipeline(next_day(args.data, last), env)
+    figures["incremental_day"] = pipeline(next_day(args.data, last), env, home)
+    figures["bronze_alone"] = bronze_alone(env, home, home / f"lake-{run_id}-bronze-alone",
+                                           manifest.totals.lines)
 
     full, day = figures["full"], figures["incremental_day"]
     silver_marts = full["silver"]["seconds"] + full["marts"]["seconds"]
@@ -144,7 +204,15 @@ def main() -> None:
             day["silver"]["seconds"] + day["marts"]["seconds"] <= 1,
         "peak_batch_rss_mb": peak,
         "peak RSS of any batch step <= 1 GB": peak <= 1024,
+        "bronze_alone_records_per_s": figures["bronze_alone"]["records_per_s"],
+        "bronze >= 400 k records/s": (figures["bronze_alone"]["records_per_s"] or 0) >= 400_000,
     }
+    cpu = sum(full[step]["cpu_s"] for step in ("produce", "bronze", "silver", "marts")) + sum(
+        full[phase][name] for phase in ("services_during_produce_and_bronze",
+                                        "services_during_silver_and_marts")
+        for name in ("broker_cpu_s", "postgres_cpu_s"))
+    figures["full"]["cpu_s_total"] = round(cpu, 1)
+    figures["full"]["cpu_us_per_record"] = round(cpu / manifest.totals.lines * 1e6, 2)
     figures["load_average_at_end"] = os.getloadavg()[0]
     print(json.dumps(figures, indent=2, default=str))
 
