@@ -22,11 +22,11 @@ from functools import cached_property
 import duckdb
 import psycopg
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tripflow import lake
+from tripflow.arrow_dataset import pads
 from tripflow.settings import Settings
 
 LAYERS = ("bronze", "silver", "gold", "hot")
