@@ -159,6 +159,11 @@ def main() -> None:
         "mb_per_s": round(best.bytes_sent / 1e6 / best_seconds, 1),
         "median_records_per_s": round(statistics.median(run[0] for run in runs)),
         "runs_records_per_s": [round(run[0]) for run in runs],
+        # Every run's CPU per record: the first run also pays a fresh broker's JIT warm-up.
+        "runs_cpu_us_per_record": [
+            dict(zip(("reader", "servers", "broker"),
+                     (round(seconds / run[2].delivered * 1e6, 2) for seconds in run[3]),
+                     strict=True)) for run in runs],
         # CPU time per record of the best run: the reading process, the server
         # processes together, the broker. What a run costs, whatever else the machine does.
         "cpu_us_per_record": dict(zip(("reader", "servers", "broker"), per_record_us,

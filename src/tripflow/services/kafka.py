@@ -418,7 +418,13 @@ def _launch(paths: KafkaPaths, node: Node, java: str, classpath: str,
     heap = _heap(count)
     with (log.parent / f"kafka-{node.id}.out").open("ab") as out:
         proc = subprocess.Popen(
-            [java, f"-Xmx{heap}", "-Xms64m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            [java, f"-Xmx{heap}", "-Xms64m",
+             # On a small machine the broker's CPU went to the JVM's own threads: C2's
+             # compilations (a fresh broker's first million records cost 3-4 µs each,
+             # 2-2.6 µs once warm, with G1) and G1's concurrent threads. The C1 compiler
+             # alone and the serial collector (its young pauses take a few ms with this
+             # heap): 1.8 µs cold, 0.9-1.2 µs warm (bench/bench_produce.py, issue 20).
+             "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
              "-XX:-UsePerfData",  # no /tmp/hsperfdata_<user> files
              "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
              f"-Dlog4j2.configurationFile={paths.node_dir(node.id) / 'log4j2.properties'}",
