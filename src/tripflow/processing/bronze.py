@@ -43,7 +43,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 
 from tripflow import db, lake
 from tripflow.messaging.consumer import ConsumerOptions, ExactlyOnceConsumer, stop_on_signals
@@ -84,6 +91,14 @@ BRONZE_SCHEMA = pa.schema(
 _DATE_PATTERN = r"^\s*\[?\s*\{\s*" + rules.DATE_CREATED_KEY + rules.DATE_CREATED_RAW
 _HEAD_BYTES = 96
 
+# Parquet: `value` (the raw JSON, ~all of the bytes) with no dictionary (every record
+# differs: building one is wasted CPU) and no min/max statistics (nothing prunes on it).
+WRITER_PROPERTIES = WriterProperties(
+    compression="SNAPPY",
+    column_properties={"value": ColumnProperties(dictionary_enabled=False,
+                                                 statistics_enabled="NONE")},
+)
+
 
 def app_id(topic: str, partition: int) -> str:
     """The Delta application-transaction id holding a partition's last written offset."""
@@ -98,12 +113,83 @@ def event_dates(values: pa.Array, read_ms: pa.Array) -> pa.Array:
     """The `event_date` partition value of each raw record (date32, null = no usable date).
 
     `read_ms` is when each record was read (its Kafka timestamp), as the parser takes it.
-    The regex decides when `"DateCreated"` is the record's first key with a plain
-    `/Date(ms)/` value; anything else (other key orders, escaped keys, odd values, bad
-    records) goes through the real parser, and gets the date of its click or null. A date
-    the parser would reject (before 2000, more than a day after `read_ms`) is null too, so
-    every dated partition holds only dates a click can have.
+    Records that start exactly as TripClick writes them (`_FAST_PREFIX`, 13 digits, `)/"`)
+    are read at fixed byte offsets (`_fast_event_ms`); the regex then decides when
+    `"DateCreated"` is the record's first key with a plain `/Date(ms)/` value; anything
+    else (other key orders, escaped keys, odd values, bad records) goes through the real
+    parser, and gets the date of its click or null. A date the parser would reject (before
+    2000, more than a day after `read_ms`) is null too, so every dated partition holds
+    only dates a click can have.
     """
+    if isinstance(values, pa.ChunkedArray):  # chunk by chunk: no copy of the raw values
+        read_ms = read_ms.combine_chunks() if isinstance(read_ms, pa.ChunkedArray) \
+            else read_ms
+        parts, at = [], 0
+        for chunk in values.chunks:
+            parts.append(event_dates(chunk, read_ms.slice(at, len(chunk))))
+            at += len(chunk)
+        return pa.concat_arrays(parts) if parts else pa.array([], pa.date32())
+    if isinstance(read_ms, pa.ChunkedArray):
+        read_ms = read_ms.combine_chunks()
+    n = len(values)
+    ms, fast = _fast_event_ms(values)
+    read = read_ms.to_numpy(zero_copy_only=False)
+    # (a null read time is NaN in float: never plausible here, the slow path decides)
+    fast &= (ms >= rules.EARLIEST_EVENT_MS) & (ms - rules.FUTURE_TOLERANCE_MS <= read)
+    if fast.all():
+        return pa.array((ms // rules.ONE_DAY_MS).astype(np.int32), pa.int32()).cast(pa.date32())
+    days = np.zeros(n, dtype=np.int32)
+    days[fast] = (ms[fast] // rules.ONE_DAY_MS).astype(np.int32)
+    known = fast.copy()
+    rest = np.flatnonzero(~fast)
+    taken = pa.array(rest, pa.int64())
+    slow = _slow_event_dates(values.take(taken), read_ms.take(taken))
+    days[rest] = slow.cast(pa.int32()).fill_null(0).to_numpy()
+    known[rest] = slow.is_valid().to_numpy(zero_copy_only=False)
+    return pa.array(days, pa.int32(), mask=~known).cast(pa.date32())
+
+
+# `"DateCreated"` first, as every TripClick file writes it: `{"DateCreated": "/Date(` then
+# 13 digits (every date from 2001-09-09 to 2286) and `)/"`. The regex accepts this exact
+# shape too, so the fast path gives what the regex would.
+_FAST_PREFIX = np.frombuffer(b'{"DateCreated": "/Date(', np.uint8)
+_FAST_DIGITS = 13
+_FAST_SUFFIX = np.frombuffer(b')/"', np.uint8)
+_FAST_LEN = len(_FAST_PREFIX) + _FAST_DIGITS + len(_FAST_SUFFIX)
+
+
+def _fast_event_ms(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch ms of each record that starts with the fixed TripClick shape, and which rows
+    did: the heads are cut to one fixed width (Arrow kernels) and compared as a 2-D byte
+    matrix, so there is no per-row Python and no copy of the values."""
+    n = len(values)
+    if n == 0 or not pa.types.is_binary(values.type):
+        return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    offsets = np.frombuffer(values.buffers()[1], np.int32)[values.offset:values.offset + n + 1]
+    long_enough = (offsets[1:] - offsets[:-1]) >= _FAST_LEN
+    if values.null_count:
+        long_enough &= values.is_valid().to_numpy(zero_copy_only=False)
+    heads = pc.binary_slice(values, 0, _FAST_LEN)
+    if not long_enough.all():  # short or null rows: a filler that never matches
+        heads = pc.if_else(pa.array(long_enough), heads, _FAST_FILLER)
+    start = int(np.frombuffer(heads.buffers()[1], np.int32)[heads.offset])
+    matrix = np.frombuffer(heads.buffers()[2], np.uint8)[start:start + n * _FAST_LEN]
+    matrix = matrix.reshape(n, _FAST_LEN)
+    digits = matrix[:, len(_FAST_PREFIX):len(_FAST_PREFIX) + _FAST_DIGITS] - np.uint8(48)
+    ok = ((matrix[:, :len(_FAST_PREFIX)] == _FAST_PREFIX).all(axis=1)
+          & (matrix[:, len(_FAST_PREFIX) + _FAST_DIGITS:] == _FAST_SUFFIX).all(axis=1)
+          & (digits <= 9).all(axis=1))  # (uint8: a byte below "0" wraps above 9)
+    # 13 digits as 7 + 6 in int32 (exact, and a quarter of the memory of int64 digits)
+    high = (digits[:, :7].astype(np.int32) @ _POWERS[:7]).astype(np.int64)
+    return high * 1_000_000 + digits[:, 7:].astype(np.int32) @ _POWERS[1:], ok
+
+
+_POWERS = 10 ** np.arange(6, -1, -1, dtype=np.int32)  # 10^6 .. 1
+_FAST_FILLER = pa.scalar(bytes(_FAST_LEN), pa.binary())
+
+
+def _slow_event_dates(values: pa.Array, read_ms: pa.Array) -> pa.Array:
+    """event_dates() of records the fast path did not decide: regex, else the parser."""
     head = pc.binary_slice(values, 0, _HEAD_BYTES)
     found = pc.struct_field(pc.extract_regex(head, _DATE_PATTERN), "ms")
     ms = found.cast(pa.string()).cast(pa.int64())
@@ -279,17 +365,22 @@ class BronzeSink(SinkBase):
             p: int(offsets[partitions == p].max()) for p in np.unique(partitions).tolist()
         }
         table = self._table(rows)
-        write_deltalake(
-            self.uri,
-            table,
-            mode="append",
-            partition_by=["event_date"],
-            storage_options=self.options,
-            commit_properties=CommitProperties(
-                app_transactions=[Transaction(app_id(self.topic, p), v)
-                                  for p, v in sorted(last_offsets.items())]
-            ),
-        )
+        # Into the table opened (and brought up to date) just above: a URI would make
+        # write_deltalake load the whole Delta log again for every batch. (Locked: the
+        # table object is shared with the main thread's stored_positions.)
+        with self.table_lock:
+            write_deltalake(
+                self.table if self.table is not None else self.uri,
+                table,
+                mode="append",
+                partition_by=["event_date"],
+                storage_options=self.options,
+                writer_properties=WRITER_PROPERTIES,
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(app_id(self.topic, p), v)
+                                      for p, v in sorted(last_offsets.items())]
+                ),
+            )
         s = self.summary
         s.written += table.num_rows
         s.batches += 1
@@ -320,7 +411,7 @@ class BronzeSink(SinkBase):
         )
         return table.set_column(
             table.schema.get_field_index("event_date"), BRONZE_SCHEMA.field("event_date"),
-            event_dates(rows["value"].combine_chunks(), read_times(table)),
+            event_dates(rows["value"], read_times(table)),
         )
 
     def _note_gaps(self, partitions: np.ndarray, offsets: np.ndarray, batch: Batch) -> None:
@@ -357,16 +448,21 @@ def run_bronze(
         group_id=GROUP_ID, partitions=partitions, until_idle=until_idle,
         batch_max_records=max_batch_rows, batch_max_s=max_batch_seconds,
         fetch_slice=10_000, poll_s=0.25, wait_s=0.25, close_when_full=True,
-        close_when_quiet=True, max_inflight=2,  # one batch written, one waiting
+        close_when_quiet=True,
+        # One batch written while the next is read (the writer is the faster side); a
+        # second one waiting would only hold its rows in memory.
+        max_inflight=1,
         # A batch run (until_idle) with no topic is a mistake to report; a long-running
         # loader started beside its producer waits for the topic, as the stream worker does.
         missing_topic="error" if until_idle is not None else "wait",
         join_grace_s=float("inf"), join_timeout_s=join_timeout,
         check_timeout_s=CHECK_TIMEOUT_S, check_limit_s=CHECK_LIMIT_S, commit_hint=True,
         # Large fetches: bronze is about throughput.
-        config={"client.id": "tripflow-bronze", "fetch.max.bytes": 104_857_600,
-                "max.partition.fetch.bytes": 16_777_216,
-                "queued.max.messages.kbytes": 524_288},
+        config={"client.id": "tripflow-bronze", "fetch.max.bytes": 16_777_216,
+                "max.partition.fetch.bytes": 4_194_304,
+                # librdkafka's prefetch queue, per partition: bounded, it was a large part
+                # of bronze's RSS (512 MB each before) and deeper buys no throughput.
+                "queued.max.messages.kbytes": 4_096},
         error=BronzeError, writer_name="bronze-writer")
     stop = threading.Event()
     summary = sink.summary
