@@ -56,8 +56,9 @@ from tripflow.processing.silver import (
 from tripflow.settings import Settings
 
 STATE_STEP = "marts"
-# Dates are computed in groups of about this many silver rows (bounded memory).
-CHUNK_ROWS = 1_000_000
+# Dates are computed in groups of about this many silver rows (bounded memory). Measured
+# at full scale: 1 M rows peaked at 1.64 GB, 400 k at 1.34 GB, same CPU (≈ 30 s).
+CHUNK_ROWS = 400_000
 # Above this many silver rows a run reads the whole catalogue once instead of per group.
 _READ_ALL_ARTICLES_ROWS = 300_000
 

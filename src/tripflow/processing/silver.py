@@ -63,8 +63,10 @@ _BRONZE_COLUMNS = ["topic", "partition", "offset", "kafka_timestamp", "value", "
                    "event_date"]
 # Dates are rebuilt in groups of about this many bronze rows: one parse and one Delta
 # commit per group keeps a multi-year backfill to a few dozen commits with bounded memory.
+# Measured at full scale (5.37 M rows, 2 workers): 400 k rows peaked at 2.06 GB in a
+# worker and 55 s of CPU, 150 k at 1.24 GB and 47 s of CPU, same wall time.
 _SQL = sqlfiles.queries("processing", "silver.sql")
-CHUNK_ROWS = 400_000
+CHUNK_ROWS = 150_000
 STATE_STEP = "silver"
 UNDATED_STEP = "silver-undated"
 
