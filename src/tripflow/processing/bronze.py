@@ -460,11 +460,11 @@ def run_bronze(
         join_grace_s=float("inf"), join_timeout_s=join_timeout,
         check_timeout_s=CHECK_TIMEOUT_S, check_limit_s=CHECK_LIMIT_S, commit_hint=True,
         # Large fetches: bronze is about throughput.
-        config={"client.id": "tripflow-bronze", "fetch.max.bytes": 33_554_432,
+        config={"client.id": "tripflow-bronze", "fetch.max.bytes": 52_428_800,
                 "max.partition.fetch.bytes": 8_388_608,
                 # librdkafka's prefetch queue, per partition: bounded, it was a large part
-                # of bronze's RSS (512 MB each before); 4 MB starved the reads (67 k rec/s).
-                "queued.max.messages.kbytes": 8_192},
+                # of bronze's RSS (512 MB each before); 8 MB or less starves the reads.
+                "queued.max.messages.kbytes": 32_768},
         error=BronzeError, writer_name="bronze-writer")
     stop = threading.Event()
     summary = sink.summary
