@@ -16,10 +16,10 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
+from tripflow.arrow_dataset import pads
 from tripflow.settings import Settings
 
 BRONZE = "bronze/tripclick_raw_logs"
@@ -47,6 +47,22 @@ def open_table(settings: Settings, relative: str, version: int | None = None) ->
     if not DeltaTable.is_deltatable(uri, storage_options=options):
         return None
     return DeltaTable(uri, version=version, storage_options=options)
+
+
+def bronze_app_id(topic: str, partition: int) -> str:
+    """The Delta application-transaction id holding a partition's last offset in bronze."""
+    return f"tripflow-bronze:{topic}:{partition}"
+
+
+def read_times(table: pa.Table) -> pa.Array:
+    """When each bronze row was read, as the parser's `read_ms`: its Kafka timestamp, else
+    (a broker without timestamps) its ingestion time. Silver uses the same, so it stays a
+    pure function of bronze."""
+    # Delta stores timestamps in microseconds: normalise to ms before taking the integer.
+    as_ms = pa.timestamp("ms", tz="UTC")
+    kafka = table.column("kafka_timestamp").cast(as_ms).cast(pa.int64())
+    ingested = table.column("ingested_at").cast(as_ms, safe=False).cast(pa.int64())
+    return pc.coalesce(kafka, ingested).combine_chunks()
 
 
 def date_literal(day: dt.date) -> str:

@@ -56,3 +56,21 @@ def test_group_and_unknown_command() -> None:
     assert result.exit_code == 0 and "status" in result.output and "up" in result.output
     result = CliRunner().invoke(main.app, ["silvr"])
     assert result.exit_code == 2 and "silver" in result.output
+
+
+def test_batch_size_defaults_are_the_library_defaults() -> None:
+    """The CLI's size options default to what each step was measured with (issue 20): a
+    stale literal here would run every user's batch at another memory bound."""
+    import inspect
+
+    from tripflow.cli import batch
+    from tripflow.marts import run as marts_run
+    from tripflow.processing import bronze, silver
+
+    def option_default(command: object, name: str) -> object:
+        return inspect.signature(command).parameters[name].default.default  # type: ignore[arg-type]
+
+    run_bronze_default = inspect.signature(bronze.run_bronze).parameters["max_batch_rows"].default
+    assert option_default(batch.bronze, "batch_rows") == run_bronze_default == 150_000
+    assert option_default(batch.silver, "chunk_rows") == silver.CHUNK_ROWS == 150_000
+    assert option_default(batch.marts, "chunk_rows") == marts_run.CHUNK_ROWS == 400_000

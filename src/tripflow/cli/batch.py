@@ -106,7 +106,7 @@ def bronze(
     until_idle: float | None = typer.Option(
         None, "--until-idle", metavar="SECONDS",
         help="Stop when no record arrived for this long (default: run until stopped)."),
-    batch_rows: int = typer.Option(200_000, "--batch-rows", min=1,
+    batch_rows: int = typer.Option(150_000, "--batch-rows", min=1,
                                    help="Micro-batch size bound (records per Delta commit)."),
     batch_seconds: float = typer.Option(5.0, "--batch-seconds",
                                         help="Micro-batch time bound."),
@@ -150,7 +150,7 @@ def silver(
     changed: bool = typer.Option(False, "--changed",
                                  help="Rebuild the dates bronze changed since the last "
                                       "--changed run (the default)."),
-    chunk_rows: int = typer.Option(400_000, "--chunk-rows", min=1,
+    chunk_rows: int = typer.Option(150_000, "--chunk-rows", min=1,
                                    help="Dates are rebuilt in groups of about this many bronze "
                                         "rows (one parse, one atomic Delta commit each)."),
     engine: str | None = engine_option(),
@@ -184,7 +184,7 @@ def marts(
         False, "--reconcile-all",
         help="Rewrite mart_realtime_traffic_minute for every date of the run, not only the "
              "dates within the hot marts' 7-day retention."),
-    chunk_rows: int = typer.Option(1_000_000, "--chunk-rows", min=1,
+    chunk_rows: int = typer.Option(400_000, "--chunk-rows", min=1,
                                    help="Dates are computed in groups of about this many "
                                         "silver rows (bounded memory)."),
 ) -> None:

@@ -64,9 +64,8 @@ from deltalake import DeltaTable
 from tripflow import lake
 from tripflow.db import sqlfiles
 from tripflow.db.copy import copy_arrow
-from tripflow.processing.bronze import app_id
+from tripflow.messaging.sink import fingerprint
 from tripflow.processing.hotstore import PRUNE_LOCK, REFRESH_LOCK
-from tripflow.processing.stream import fingerprint
 from tripflow.settings import Settings
 
 _SQL = sqlfiles.queries("marts", "reconcile.sql")  # names MART and PENDING literally
@@ -225,7 +224,7 @@ class Coverage:
         """The last offset of `partition` bronze had written at `version` (None: now)."""
         table = self._table(version)
         return None if table is None else table.transaction_version(
-            app_id(self.topic, partition))
+            lake.bronze_app_id(self.topic, partition))
 
     def behind(self, version: int, positions: list[HotPosition]) -> dict[int, str]:
         """Partitions where bronze at `version` lacks records below the hot path's

@@ -53,6 +53,7 @@ from deltalake import (
 )
 
 from tripflow import db, lake
+from tripflow.lake import bronze_app_id as app_id
 from tripflow.messaging.consumer import ConsumerOptions, ExactlyOnceConsumer, stop_on_signals
 from tripflow.messaging.sink import Batch, SinkBase, Stored, Written, fingerprint
 from tripflow.processing.runlog import logged_run
@@ -98,11 +99,6 @@ WRITER_PROPERTIES = WriterProperties(
     column_properties={"value": ColumnProperties(dictionary_enabled=False,
                                                  statistics_enabled="NONE")},
 )
-
-
-def app_id(topic: str, partition: int) -> str:
-    """The Delta application-transaction id holding a partition's last written offset."""
-    return f"tripflow-bronze:{topic}:{partition}"
 
 
 class BronzeError(RuntimeError):
@@ -216,17 +212,6 @@ def _slow_event_dates(values: pa.Array, read_ms: pa.Array) -> pa.Array:
             days[at] = result.clicks.column("event_date").cast(pa.int32()).to_numpy()
             known[at] = True
     return pa.array(days, pa.int32(), mask=~known).cast(pa.date32())
-
-
-def read_times(table: pa.Table) -> pa.Array:
-    """When each bronze row was read, as the parser's `read_ms`: its Kafka timestamp, else
-    (a broker without timestamps) its ingestion time. Silver uses the same, so it stays a
-    pure function of bronze."""
-    # Delta stores timestamps in microseconds: normalise to ms before taking the integer.
-    as_ms = pa.timestamp("ms", tz="UTC")
-    kafka = table.column("kafka_timestamp").cast(as_ms).cast(pa.int64())
-    ingested = table.column("ingested_at").cast(as_ms, safe=False).cast(pa.int64())
-    return pc.coalesce(kafka, ingested).combine_chunks()
 
 
 @dataclass
@@ -413,7 +398,7 @@ class BronzeSink(SinkBase):
         )
         return table.set_column(
             table.schema.get_field_index("event_date"), BRONZE_SCHEMA.field("event_date"),
-            event_dates(rows["value"], read_times(table)),
+            event_dates(rows["value"], lake.read_times(table)),
         )
 
     def _note_gaps(self, partitions: np.ndarray, offsets: np.ndarray, batch: Batch) -> None:

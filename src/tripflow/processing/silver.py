@@ -44,7 +44,6 @@ from deltalake import DeltaTable, write_deltalake
 from tripflow import db, lake
 from tripflow.db import sqlfiles
 from tripflow.processing import quarantine
-from tripflow.processing.bronze import read_times
 from tripflow.processing.runlog import logged_run
 from tripflow.records.parser import ParseResult, parse_batch
 from tripflow.records.schema import CLICK_SCHEMA
@@ -93,7 +92,7 @@ def parse_bronze(rows: pa.Table) -> ParseResult:
         "offset": rows.column("offset"),
         "bronze_date": rows.column("event_date"),
     })
-    return parse_batch(rows.column("value"), context=context, read_ms=read_times(rows))
+    return parse_batch(rows.column("value"), context=context, read_ms=lake.read_times(rows))
 
 
 def build_silver(rows: pa.Table) -> SilverBuild:

@@ -101,6 +101,9 @@ def session(settings: Settings) -> SparkSession:
     global _session
     from pyspark.sql import SparkSession
 
+    from tripflow.arrow_dataset import enable_pandas
+
+    enable_pandas()  # pyspark hands pandas objects to pyarrow (see tripflow.arrow_dataset)
     if _session is not None and _session.sparkContext._jsc is not None:
         return _session
     if settings.spark_master.startswith("local"):
