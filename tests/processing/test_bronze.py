@@ -25,7 +25,6 @@ from tripflow.processing.bronze import (
     GROUP_ID,
     BronzeError,
     BronzeSink,
-    app_id,
     event_dates,
     run_bronze,
 )
@@ -103,7 +102,7 @@ def test_exactly_once_across_runs_and_a_growing_topic(settings: Settings) -> Non
     assert_exactly(settings, sent)
     table = lake.open_table(settings, lake.BRONZE)
     for p in range(3):
-        assert table.transaction_version(app_id(settings.topic, p)) == max(
+        assert table.transaction_version(lake.bronze_app_id(settings.topic, p)) == max(
             s.offset for s in sent if s.partition == p)
 
 

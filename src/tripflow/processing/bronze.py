@@ -53,7 +53,6 @@ from deltalake import (
 )
 
 from tripflow import db, lake
-from tripflow.lake import bronze_app_id as app_id
 from tripflow.messaging.consumer import ConsumerOptions, ExactlyOnceConsumer, stop_on_signals
 from tripflow.messaging.sink import Batch, SinkBase, Stored, Written, fingerprint
 from tripflow.processing.runlog import logged_run
@@ -283,7 +282,8 @@ class BronzeSink(SinkBase):
                 self.table.update_incremental()
             if self.table is None:
                 return dict.fromkeys(partitions)
-            return {p: self.table.transaction_version(app_id(self.topic, p)) for p in partitions}
+            return {p: self.table.transaction_version(lake.bronze_app_id(self.topic, p))
+                    for p in partitions}
 
     def stored_positions(self, partitions: list[int]) -> dict[int, Stored]:
         """Where each partition resumes: after its Delta version, with the fingerprint of
@@ -364,7 +364,7 @@ class BronzeSink(SinkBase):
                 storage_options=self.options,
                 writer_properties=WRITER_PROPERTIES,
                 commit_properties=CommitProperties(
-                    app_transactions=[Transaction(app_id(self.topic, p), v)
+                    app_transactions=[Transaction(lake.bronze_app_id(self.topic, p), v)
                                       for p, v in sorted(last_offsets.items())]
                 ),
             )
