@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
 from tripflow import db, lake
+from tripflow.arrow_dataset import prefer_jemalloc
 from tripflow.marts import engine as engines
 from tripflow.marts.articles import LoadedArticles
 from tripflow.marts.load import primary_keys, replace_dates
@@ -151,6 +152,7 @@ def run_marts(
     runner = engines.get_engine(check_engine(engine or settings.engine), settings)
     explicit = sorted(set(dates)) if dates is not None else None
     dsn = db.prepare(settings)
+    prefer_jemalloc()
     summary = MartsSummary(engine=runner.name)
     started = time.monotonic()
     with logged_run(dsn, "marts", None) as stats:
