@@ -144,3 +144,26 @@ def test_explicit_dates_are_a_pure_function_of_bronze(settings: Settings) -> Non
 def test_dates_and_changed_together_are_refused(settings: Settings) -> None:
     with pytest.raises(ValueError, match="not both"):
         run_silver(settings, [D1], changed=True)
+
+
+def test_groups_rebuilt_by_threads_equal_one_group(settings: Settings) -> None:
+    """Six dates rebuilt as six groups by two threads (one predicate overwrite each) and
+    as one group give the same silver rows and the same quarantine."""
+    days = [D1 + dt.timedelta(days=i) for i in range(6)]
+    lines = [batchkit.record(batchkit.at(day, h), f"s{h % 4:023d}", h % 5, title=f"{day}/{h}")
+             for day in days for h in range(0, 24, 3)]
+    bad = [b'{"SessionId": "x"}', b"not json"]
+    batchkit.write_bronze(settings, lines + lines[::4] + bad, partitions=3)
+
+    threaded = run_silver(settings, days, chunk_rows=1, threads=2)
+    assert (threaded.commits, threaded.clicks, threaded.duplicates) == (6, 48, 12)
+    by_threads = lake.open_table(settings, lake.SILVER).to_pyarrow_table().sort_by(
+        [("dedup_key", "ascending")])
+    shutil.rmtree(lake.table_uri(settings, lake.SILVER))
+    single = run_silver(settings, days, chunk_rows=10**6)
+    assert (single.commits, single.clicks, single.duplicates) == (1, 48, 12)
+    in_one = lake.open_table(settings, lake.SILVER).to_pyarrow_table().sort_by(
+        [("dedup_key", "ascending")])
+    assert by_threads.equals(in_one)
+    assert silver_rows(settings) == {day: 8 for day in days}
+    assert sorted(reason for _, _, reason in quarantined(settings)) == ["bad_date", "not_json"]
