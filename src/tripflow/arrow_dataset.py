@@ -9,6 +9,8 @@ pyarrow's pandas integration back on for code that hands pandas objects to pyarr
 
 Import `pads` from here rather than `pyarrow.dataset` directly; the first import in a
 process decides (a process that already imported pandas keeps it, nothing is hidden).
+
+`prefer_jemalloc()` is the batch steps' other pyarrow setting: which allocator Arrow uses.
 """
 
 from __future__ import annotations

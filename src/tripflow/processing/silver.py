@@ -12,9 +12,9 @@ belong to no date: every run quarantines those in the bronze files added since t
 version the last run read, and stores that version in the same transaction (step
 'silver-undated'), so they are handled once.
 
-Groups of dates are rebuilt by two threads in parallel when there are several (each
-group: read its bronze files, parse, store its quarantine rows, one predicate overwrite;
-groups are disjoint partitions, so their commits do not conflict).
+Groups of dates are rebuilt in parallel by threads (two by default) when there are several
+(each group: read its bronze files, parse, store its quarantine rows, one predicate
+overwrite; groups are disjoint partitions, so their commits do not conflict).
 
 `--changed` rebuilds the dates whose bronze files changed since the bronze version the last
 `--changed` run read (`tripflow.batch_state`, step 'silver'); that version is stored only
@@ -381,8 +381,8 @@ def _rebuilder(threads: int, groups: int,
     threads rebuild them in parallel: DuckDB's parse, Arrow's kernels and the Delta write
     all run without the GIL, so two threads do as much as two processes did, on one copy of
     the libraries and their allocators (measured at full scale: 6 % faster, 8 % less CPU,
-    half the memory). A kill ends them with the process; a failed group ends the run with its error.
-    A single group is rebuilt right here.
+    half the memory). A kill ends them with the process; a failed group ends the run with
+    its error. A single group is rebuilt right here.
 
     With the Spark engine, Spark rebuilds each group (its executors are the parallelism)."""
     if spark is not None:
