@@ -2,7 +2,7 @@
 
 Candidates (each loads the same table into an empty table with the mart's primary key and
 commits; best and median of --repeat runs):
-- `numpy_binary`: tripflow.db.copy's binary COPY rows built with numpy, over psycopg;
+- `tripflow_binary`: tripflow.db.copy's binary COPY rows (built by Arrow kernels), over psycopg;
 - `arrow_csv`: Arrow's CSV writer, over psycopg's COPY (tripflow.db.copy.copy_csv);
 - `psycopg_binary_rows`: psycopg 3's own binary COPY (`set_types` + `write_row`), rows
   taken from the Arrow batches;
@@ -83,7 +83,7 @@ def _types(conn: psycopg.Connection, table: str, data: pa.Table) -> list[str]:
     return [found[name] for name in data.column_names]
 
 
-def numpy_binary(dsn: str, table: str, data: pa.Table) -> None:
+def tripflow_binary(dsn: str, table: str, data: pa.Table) -> None:
     with psycopg.connect(dsn) as conn:
         pgcopy.copy_binary(conn, table, data, _types(conn, table, data))
 
@@ -114,7 +114,7 @@ def adbc_ingest(dsn: str, table: str, data: pa.Table) -> None:
 
 
 CANDIDATES: dict[str, Callable[[str, str, pa.Table], None]] = {
-    "numpy_binary": numpy_binary,
+    "tripflow_binary": tripflow_binary,
     "arrow_csv": arrow_csv,
     "psycopg_binary_rows": psycopg_binary_rows,
     "adbc_ingest": adbc_ingest,

@@ -9,7 +9,14 @@ import datetime as dt
 import psycopg
 import pyarrow as pa
 
-from tripflow.db.copy import binary_supports, column_types, copy_arrow, copy_binary, copy_csv
+from tripflow.db.copy import (
+    binary_supports,
+    column_types,
+    copy_arrow,
+    copy_binary,
+    copy_csv,
+    encode,
+)
 from tripflow.marts.load import primary_keys
 
 UTC = dt.UTC
@@ -74,6 +81,23 @@ def test_binary_copy_of_bytes(pg_dsn: str) -> None:
         copy_arrow(conn, "raw_bytes", data)
         rows = conn.execute("select raw, n from raw_bytes order by n nulls last").fetchall()
     assert rows == [(b"", 1), (None, 2), (b"x" * 70_000, 4), (b"\x00\xff\n\\", None)]
+
+
+def test_binary_rows_byte_for_byte() -> None:
+    # Per row: field count, then per field its length (-1: NULL, no value) and value.
+    data = pa.table({"t": pa.array(["ab", None, ""], pa.string()),
+                     "i": pa.array([1, None, -2], pa.int32()),
+                     "d": pa.array([dt.date(2000, 1, 2), dt.date(1999, 12, 31), None])})
+    count, null = b"\x00\x03", b"\xff\xff\xff\xff"
+    expected = (count + b"\x00\x00\x00\x02ab" + b"\x00\x00\x00\x04\x00\x00\x00\x01"
+                + b"\x00\x00\x00\x04\x00\x00\x00\x01"
+                + count + null + null + b"\x00\x00\x00\x04\xff\xff\xff\xff"
+                + count + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x04\xff\xff\xff\xfe" + null)
+    [batch] = data.to_batches()
+    assert bytes(encode(batch, ["text", "integer", "date"])) == expected
+    # A slice (non-zero Arrow offsets): rows 2 and 3, after row 1's 24 bytes.
+    [sliced] = data.slice(1, 2).to_batches()
+    assert bytes(encode(sliced, ["text", "integer", "date"])) == expected[24:]
 
 
 def test_primary_keys_in_key_order(pg_dsn: str) -> None:
