@@ -18,6 +18,7 @@ import xxhash
 
 from tripflow.ingestion.lines import (
     identify,
+    identify_all,
     inspect_line,
     is_click,
     rebased_line,
@@ -144,6 +145,41 @@ def test_odd_lines_read_as_the_rules_say() -> None:
     assert by_line[ODD_LINES[15]] == (None, None, None, None)  # cut short: not JSON
     for line in ODD_LINES[18:]:
         assert identify(line) == (None, None)
+
+
+# The usual line's first bytes (the fast path reads the identity from them), then a tail
+# that decides whether the whole line is JSON: each validator edge the fast path meets.
+USUAL_HEAD = b'{"DateCreated": "/Date(1451606501933)/", "SessionId": "s20", "DocumentId": 21'
+USUAL_KEY = (b"s20", dedup_key("s20", 21, 1451606501933).encode())
+HOSTILE_TAILS = {
+    b', "Title": "ok"}': USUAL_KEY,
+    b', "Title": "\\ud83d\\ude00 escaped pair"}': USUAL_KEY,
+    b', "Big": 123456789012345678901234567890}': USUAL_KEY,  # orjson takes it, simdjson not
+    b', "Big": 18446744073709551616}': USUAL_KEY,  # past uint64: a float for orjson
+    b', "Deep": ' + b"[" * 1022 + b"]" * 1022 + b"}": USUAL_KEY,  # 1023 levels: the limit
+    b', "Title": "x\\ud800"}': USUAL_KEY,  # lone surrogate: json.loads takes it
+    b', "Title": "\xff"}': (None, None),  # not UTF-8
+    b', "Title": "\xed\xa0\x80"}': USUAL_KEY,  # encoded surrogate: json.loads takes it
+    b', "Title": "tab\tinside"}': (None, None),  # a raw control character
+    b', "Title": NaN}': USUAL_KEY,  # NaN: json.loads takes it
+    b', "Title": "x"} trailing': (None, None),
+    b', "Title": "x",}': (None, None),
+    b"": (None, None),  # cut short after the document id
+}
+
+
+def test_fast_path_validates_the_whole_line() -> None:
+    """A line that starts the usual way is a click only when all of it is JSON; where the
+    fast path's validator (simdjson) refuses a line orjson or json.loads takes, the
+    general path answers, so both paths agree on every edge."""
+    lines = [USUAL_HEAD + tail for tail in HOSTILE_TAILS]
+    assert identify_all(lines) == list(HOSTILE_TAILS.values())
+    # One level deeper than orjson allows: what json.loads makes of it depends on the
+    # interpreter's recursion limit, so only the agreement of the two paths is exact.
+    lines.append(USUAL_HEAD + b', "Deep": ' + b"[" * 1023 + b"]" * 1023 + b"}")
+    for line, found in zip(lines, identify_all(lines), strict=True):
+        session, key, _ms, _doc = inspect_line(line)
+        assert found == (session.encode() if session else None, key.encode() if key else None)
 
 
 def test_server_assignment_is_a_stable_hash_of_the_session() -> None:

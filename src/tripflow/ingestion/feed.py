@@ -21,7 +21,13 @@ from typing import Protocol
 from xxhash import xxh64_intdigest
 
 from tripflow.ingestion.admin import IngestionError
-from tripflow.ingestion.lines import identify, inspect_line, is_click, rebased_line, server_of
+from tripflow.ingestion.lines import (
+    identify_all,
+    inspect_line,
+    is_click,
+    rebased_line,
+    server_of,
+)
 from tripflow.ingestion.replay import ReorderBuffer, ReplayClock
 from tripflow.ingestion.server import encode_batch
 from tripflow.ingestion.unsent import HEADROOM, UnsentLines
@@ -83,7 +89,7 @@ def feed_bulk(lines: Iterable[LogLine], team: Sequence[Server | None],
     lines = iter(lines)
     while chunk := list(islice(lines, BATCH)):
         values = [line for _file, _number, line in chunk]
-        identities = list(map(identify, values))
+        identities = identify_all(values)
         keys = [key or b"" for key, _dedup in identities]
         dedups = [dedup or b"" for _key, dedup in identities]
         reading.read += len(chunk)
