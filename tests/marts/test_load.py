@@ -1,6 +1,7 @@
 """PostgreSQL loading (tripflow.db.copy): the numpy-built binary COPY and the CSV COPY give
 back exactly the Arrow values, including nulls, empty and multi-line text, dates,
-timestamps and bytes; copy_arrow writes binary when it supports every column type."""
+timestamps and bytes; copy_arrow writes binary when it supports every column type. A
+mart's first build loads without its indexes and makes the same ones again."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import datetime as dt
 
 import psycopg
 import pyarrow as pa
+import pytest
 
 from tripflow.db.copy import (
     binary_supports,
@@ -17,7 +19,7 @@ from tripflow.db.copy import (
     copy_csv,
     encode,
 )
-from tripflow.marts.load import primary_keys
+from tripflow.marts.load import empty_tables, first_build, primary_keys, replace_dates
 
 UTC = dt.UTC
 TABLE = pa.table({
@@ -105,3 +107,76 @@ def test_primary_keys_in_key_order(pg_dsn: str) -> None:
         keys = primary_keys(conn, ["mart_session_analysis", "mart_popular_documents"])
     assert keys == {"mart_session_analysis": ["session_id", "event_date"],
                     "mart_popular_documents": ["event_date", "document_id"]}
+
+
+SESSIONS = "mart_session_analysis"
+INDEXES = "select indexname, indexdef from pg_indexes where tablename = %s order by 1"
+DAY1, DAY2 = dt.date(2016, 3, 1), dt.date(2016, 3, 2)
+
+
+def _sessions(day: dt.date, *session_ids: str) -> pa.Table:
+    """mart_session_analysis rows of one day, one per session: two clicks, 90 s apart."""
+    first = dt.datetime.combine(day, dt.time(8), tzinfo=UTC)
+    n = len(session_ids)
+    return pa.table({
+        "session_id": pa.array(session_ids, pa.string()),
+        "event_date": pa.array([day] * n, pa.date32()),
+        "click_count": pa.array([2] * n, pa.int64()),
+        "unique_docs": pa.array([1] * n, pa.int64()),
+        "first_click_ts": pa.array([first] * n, pa.timestamp("ms", tz="UTC")),
+        "last_click_ts": pa.array([first + dt.timedelta(seconds=90)] * n,
+                                  pa.timestamp("ms", tz="UTC")),
+        "session_duration_sec": pa.array([90] * n, pa.int64()),
+    })
+
+
+def _keys(conn: psycopg.Connection) -> list[tuple[str, dt.date]]:
+    return conn.execute(f"select session_id, event_date from {SESSIONS} order by 1, 2").fetchall()
+
+
+def test_a_first_build_loads_without_indexes_and_makes_the_same_ones(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True, options="-c search_path=public") as conn:
+        made = conn.execute(INDEXES, (SESSIONS,)).fetchall()
+        assert [name for name, _ in made] == ["mart_session_analysis_date",
+                                              "mart_session_analysis_pkey"]
+        assert SESSIONS in empty_tables(conn, [SESSIONS, "mart_daily_traffic"])
+        with conn.transaction():
+            building = first_build(conn, SESSIONS)
+            assert building is not None
+            assert conn.execute(INDEXES, (SESSIONS,)).fetchall() == []
+            assert replace_dates(conn, SESSIONS, [DAY1], _sessions(DAY1, "a", "b"),
+                                 first_build=True) == (0, 2)
+            assert replace_dates(conn, SESSIONS, [DAY2], _sessions(DAY2, "a"),
+                                 first_build=True) == (0, 1)
+            building.finish(conn)
+        assert conn.execute(INDEXES, (SESSIONS,)).fetchall() == made
+        assert _keys(conn) == [("a", DAY1), ("a", DAY2), ("b", DAY1)]
+
+        # A mart with rows: the usual per-date replace, indexes kept, and no lock left
+        # for readers to wait on (another connection reads while this one loads).
+        assert empty_tables(conn, [SESSIONS]) == set()
+        with conn.transaction():
+            assert first_build(conn, SESSIONS) is None
+            with psycopg.connect(pg_dsn, options="-c lock_timeout=2s") as reader:
+                assert reader.execute(f"select count(*) from {SESSIONS}").fetchone() == (3,)
+            assert replace_dates(conn, SESSIONS, [DAY1], _sessions(DAY1, "c")) == (2, 1)
+        assert conn.execute(INDEXES, (SESSIONS,)).fetchall() == made
+        assert _keys(conn) == [("a", DAY2), ("c", DAY1)]
+        # The primary key made again is enforced.
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+            replace_dates(conn, SESSIONS, [DAY1], _sessions(DAY1, "d", "d"))
+        assert _keys(conn) == [("a", DAY2), ("c", DAY1)]
+
+
+def test_a_failed_first_build_leaves_the_mart_empty_with_its_indexes(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True, options="-c search_path=public") as conn:
+        made = conn.execute(INDEXES, (SESSIONS,)).fetchall()
+        # Duplicate keys load while the primary key is away; making it again fails, and
+        # the transaction takes everything back.
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+            building = first_build(conn, SESSIONS)
+            assert building is not None
+            replace_dates(conn, SESSIONS, [DAY1], _sessions(DAY1, "a", "a"), first_build=True)
+            building.finish(conn)
+        assert conn.execute(INDEXES, (SESSIONS,)).fetchall() == made
+        assert _keys(conn) == []

@@ -30,7 +30,7 @@ from tripflow import db, lake
 from tripflow.arrow_dataset import prefer_jemalloc
 from tripflow.marts import engine as engines
 from tripflow.marts.articles import LoadedArticles
-from tripflow.marts.load import primary_keys, replace_dates
+from tripflow.marts.load import empty_tables, first_build, primary_keys, replace_dates
 from tripflow.marts.reconcile import (
     HOT_RETENTION_DAYS,
     PENDING,
@@ -246,6 +246,7 @@ class _Plan:
     expired: list[dt.date]  # pending dates the hot mart no longer keeps
     keyed: set[dt.date]  # dates the hot store holds: checked by their clicks' dedup keys
     extra: list[dt.date]  # pending dates this run does not rebuild (hot minutes only)
+    empty: set[str]  # marts holding no row: a first build (load.py)
 
 
 def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
@@ -307,10 +308,11 @@ def _plan(settings: Settings, dsn: str, explicit: list[dt.date] | None,
         # (The store only ever drops days, so these include every date checked so later.)
         keyed = set(split_by_store(conn, sorted(window))[0])
         keys = primary_keys(conn, marts)
+        empty = empty_tables(conn, marts)
     return _Plan(silver, lake.table_uri(settings, lake.SILVER), options, state, todo, groups,
                  marts, keys, articles, window,
                  expired=[d for d in pending if d not in window], keyed=keyed,
-                 extra=sorted(window - set(todo)))
+                 extra=sorted(window - set(todo)), empty=empty)
 
 
 def _stages(settings: Settings, plan: _Plan, summary: MartsSummary, runner: Any
@@ -319,14 +321,23 @@ def _stages(settings: Settings, plan: _Plan, summary: MartsSummary, runner: Any
     timings, marts = summary.timings, plan.marts
 
     def load_postgres(items: Iterator[tuple[list[dt.date], dict[str, pa.Table]]]) -> None:
-        # One transaction for every mart and every date of the run.
+        # One transaction for every mart and every date of the run; an empty mart is
+        # filled without its indexes, made once at the end (load.py).
         with db.connect(settings) as conn, conn.transaction():
+            first = {mart: first_build(conn, mart) if mart in plan.empty else None
+                     for mart in marts}
             for group, results in items:
                 started = time.monotonic()
                 for mart in marts:
-                    _, inserted = replace_dates(conn, mart, group, results[mart])
+                    _, inserted = replace_dates(conn, mart, group, results[mart],
+                                                first_build=first[mart] is not None)
                     summary.rows_out[mart] += inserted
                 _tick(timings, "load", started)
+            started = time.monotonic()
+            for building in first.values():
+                if building is not None:
+                    building.finish(conn)
+            _tick(timings, "index", started)
             started = time.monotonic()
         _tick(timings, "commit", started)
 
