@@ -6,6 +6,8 @@ mart's first build loads without its indexes and makes the same ones again."""
 from __future__ import annotations
 
 import datetime as dt
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pyarrow as pa
@@ -19,7 +21,13 @@ from tripflow.db.copy import (
     copy_csv,
     encode,
 )
-from tripflow.marts.load import empty_tables, first_build, primary_keys, replace_dates
+from tripflow.marts.load import (
+    FirstBuild,
+    empty_tables,
+    first_build,
+    primary_keys,
+    replace_dates,
+)
 
 UTC = dt.UTC
 TABLE = pa.table({
@@ -180,3 +188,42 @@ def test_a_failed_first_build_leaves_the_mart_empty_with_its_indexes(pg_dsn: str
             building.finish(conn)
         assert conn.execute(INDEXES, (SESSIONS,)).fetchall() == made
         assert _keys(conn) == []
+
+
+def test_two_first_builds_at_once_one_builds_and_the_other_replaces(pg_dsn: str) -> None:
+    """Two runs both found the mart empty: the second waits for the first's lock, then
+    finds its rows and takes the usual per-date replace, leaving no lock behind."""
+    options = "-c search_path=public"
+    with psycopg.connect(pg_dsn, autocommit=True, options=options) as first, \
+            psycopg.connect(pg_dsn, autocommit=True, options=options) as second, \
+            psycopg.connect(pg_dsn, autocommit=True, options=options) as watcher, \
+            ThreadPoolExecutor(1) as pool:
+        made = watcher.execute(INDEXES, (SESSIONS,)).fetchall()
+        assert empty_tables(first, [SESSIONS]) == empty_tables(second, [SESSIONS]) == {SESSIONS}
+
+        def second_run() -> tuple[FirstBuild | None, tuple[int, int], int]:
+            with second.transaction():
+                found = first_build(second, SESSIONS)
+                counts = replace_dates(second, SESSIONS, [DAY1], _sessions(DAY1, "b", "c"),
+                                       first_build=found is not None)
+                # Readers wait for nothing now: this run holds no exclusive lock.
+                exclusive = watcher.execute(
+                    "select count(*) from pg_locks where relation = %s::regclass "
+                    "and mode = 'AccessExclusiveLock'", (SESSIONS,)).fetchone()[0]
+            return found, counts, exclusive
+
+        with first.transaction():
+            building = first_build(first, SESSIONS)
+            assert building is not None
+            replace_dates(first, SESSIONS, [DAY1], _sessions(DAY1, "a"), first_build=True)
+            waiting = pool.submit(second_run)
+            deadline = time.monotonic() + 10
+            while not watcher.execute("select exists (select from pg_locks where not granted "
+                                      "and relation = %s::regclass)", (SESSIONS,)).fetchone()[0]:
+                assert time.monotonic() < deadline, "the second run never waited for the lock"
+                time.sleep(0.05)
+            building.finish(first)
+        found, counts, exclusive = waiting.result(timeout=30)
+        assert (found, counts, exclusive) == (None, (1, 2), 0)
+        assert _keys(watcher) == [("b", DAY1), ("c", DAY1)]
+        assert watcher.execute(INDEXES, (SESSIONS,)).fetchall() == made
