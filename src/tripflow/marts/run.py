@@ -334,11 +334,11 @@ def _stages(settings: Settings, plan: _Plan, summary: MartsSummary, runner: Any
                     summary.rows_out[mart] += inserted
                 _tick(timings, "load", started)
             started = time.monotonic()
-            for building in first.values():
-                if building is not None:
-                    building.finish(conn)
-            _tick(timings, "index", started)
-            started = time.monotonic()
+            builds = [build for build in first.values() if build is not None]
+            for build in builds:
+                build.finish(conn)
+            if builds:
+                started = _tick(timings, "index", started)
         _tick(timings, "commit", started)
 
     def write_gold(items: Iterator[tuple[list[dt.date], dict[str, pa.Table]]]) -> None:
