@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -21,6 +22,9 @@ from deltalake import DeltaTable
 
 from tripflow.arrow_dataset import pads
 from tripflow.settings import Settings
+
+if TYPE_CHECKING:
+    import duckdb
 
 BRONZE = "bronze/tripclick_raw_logs"
 SILVER = "silver/clicks"
@@ -141,10 +145,16 @@ def _files_at(table: DeltaTable, version: int | None, options: dict[str, str] | 
         return None
 
 
+def _local_root(uri: str) -> str | None:
+    """The folder of a local table URI; None for an object store."""
+    return uri.removeprefix("file://") if "://" not in uri or uri.startswith("file://") else None
+
+
 def filesystem_of(uri: str) -> pafs.FileSystem:
     """A pyarrow filesystem rooted at the table (native, so reads run at C speed)."""
-    if "://" not in uri or uri.startswith("file://"):
-        return pafs.SubTreeFileSystem(uri.removeprefix("file://"), pafs.LocalFileSystem())
+    root = _local_root(uri)
+    if root is not None:
+        return pafs.SubTreeFileSystem(root, pafs.LocalFileSystem())
     filesystem, root = pafs.FileSystem.from_uri(uri)  # s3://…: credentials from AWS_*
     return pafs.SubTreeFileSystem(root, filesystem)
 
@@ -224,6 +234,56 @@ def read_files(files: FileSet) -> pads.Dataset:
         fragments.append(fmt.make_fragment(path, filesystem=filesystem,
                                            partition_expression=expression))
     return pads.FileSystemDataset(fragments, files.schema, fmt, filesystem)
+
+
+_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # the folder of event_date null
+
+
+def _hive_paths(files: FileSet) -> list[str] | None:
+    """The files' local paths when DuckDB can read them itself: a local table whose every
+    file sits in its own partition's folder (`event_date=2020-10-29/…`, as delta-rs and
+    Spark lay them out), so the folder names give each row the date the Delta log gives
+    its file. None otherwise (an object store, another layout, or a path DuckDB would
+    take for a glob pattern)."""
+    root = _local_root(files.uri)
+    if root is None or not files.files or any(c in root for c in "*?[]{}"):
+        return None
+    if files.partitioned:
+        for path, day in files.files:
+            folder = path.split("/", 1)[0]
+            if folder != f"event_date={_NULL_PARTITION if day is None else day.isoformat()}":
+                return None
+    return [f"{root.rstrip('/')}/{path}" for path, _ in files.files]
+
+
+def duckdb_view(connection: duckdb.DuckDBPyConnection, name: str, files: FileSet) -> None:
+    """Make `name` in `connection` the rows of `files`, with `event_date` from the
+    partition values. Local files are read by DuckDB's own Parquet reader: a table of
+    thousands of small files (one per date) scans about twice as fast that way as through
+    an Arrow dataset. An object store goes through the Arrow dataset (DuckDB would need its
+    httpfs extension, which it cannot download here)."""
+    paths = _hive_paths(files)
+    if paths is None:
+        connection.register(name, read_files(files))
+        return
+    partitions = ("hive_partitioning = true, hive_types = {'event_date': 'DATE'}"
+                  if files.partitioned else "hive_partitioning = false")
+    connection.sql(f"select * from read_parquet($paths, {partitions})",
+                   params={"paths": paths}).create_view(name)
+
+
+def read_columns(files: FileSet, columns: list[str]) -> pa.Table:
+    """Some columns of `files` as one Arrow table in file order, typed as in the table's
+    schema (one thread: callers run beside other work)."""
+    if _hive_paths(files) is None:
+        return read_files(files).to_table(columns=columns, use_threads=False)
+    import duckdb  # here: most commands that use the lake never need it
+
+    with duckdb.connect(config={"threads": 1}) as connection:
+        duckdb_view(connection, "files", files)
+        selected = ", ".join('"' + name.replace('"', '""') + '"' for name in columns)
+        table = connection.sql(f"select {selected} from files").to_arrow_table()
+    return table.cast(pa.schema([files.schema.field(name) for name in columns]))
 
 
 def dataset(table: DeltaTable, uri: str,

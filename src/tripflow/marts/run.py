@@ -475,7 +475,7 @@ def _read_silver(silver: DeltaTable | None, uri: str, dates: list[dt.date], *,
     columns = engines.SILVER_COLUMNS + (["dedup_key"] if with_keys else [])
     if silver is None:
         return SILVER_SCHEMA.empty_table().select(columns)
-    return lake.dataset(silver, uri, dates).to_table(columns=columns, use_threads=False)
+    return lake.read_columns(lake.file_set(silver, uri, dates), columns)
 
 
 def _reconcile_input(runner: engines.DuckDBEngine, rows: pa.Table, minutes: list[pa.Table],

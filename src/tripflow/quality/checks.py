@@ -7,7 +7,7 @@ that broke the threshold. `severity` says what a failed result means, as in Delt
 Tables expectations: 'fail' fails the run (`tripflow quality` exits non-zero), 'warn' is
 only reported and stored.
 
-Everything is plain SQL: DuckDB over Arrow data read from the lake's Delta tables (only
+Everything is plain SQL: DuckDB over the files of the lake's Delta tables (only
 the files the Delta log lists; a listed file that is missing is reported, not read), and
 SQL on PostgreSQL for the marts and tripflow's own tables.
 """
@@ -26,7 +26,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tripflow import lake
-from tripflow.arrow_dataset import pads
 from tripflow.settings import Settings
 
 LAYERS = ("bronze", "silver", "gold", "hot")
@@ -102,11 +101,6 @@ class LakeFiles:
     missing: list[str] = field(default_factory=list)
     rows: dict[dt.date | None, int] = field(default_factory=dict)  # from the files' footers
 
-    def dataset(self) -> pads.Dataset:
-        """The present files as one dataset: DuckDB scans it in streamed batches, reading
-        only the columns a query names (never the whole table in memory at once)."""
-        return lake.read_files(self.files)
-
 
 def lake_files(settings: Settings, relative: str, dates: list[dt.date] | None
                ) -> LakeFiles | None:
@@ -155,11 +149,16 @@ class Scope:
         return f"{column} = any(%(dates)s)", {"dates": self.dates}
 
 
-def _duck(**tables: pa.Table | pads.Dataset) -> duckdb.DuckDBPyConnection:
-    """A private DuckDB connection with these Arrow tables or datasets registered by name."""
+def _duck(**tables: pa.Table | LakeFiles) -> duckdb.DuckDBPyConnection:
+    """A private DuckDB connection with these Arrow tables, or the present files of a lake
+    table, by name. DuckDB scans the files in streamed batches, reading only the columns a
+    query names (never the whole table in memory at once)."""
     connection = duckdb.connect()
     for name, table in tables.items():
-        connection.register(name, table)
+        if isinstance(table, LakeFiles):
+            lake.duckdb_view(connection, name, table.files)
+        else:
+            connection.register(name, table)
     return connection
 
 
@@ -193,7 +192,7 @@ def offsets_contiguous(scope: Scope, c: Check) -> list[Result]:
     files = scope.bronze_all
     if files is None:
         return [c.result(0, "no bronze table")]
-    rows = _duck(rows=files.dataset())
+    rows = _duck(rows=files)
     total = rows.sql("select count(*) from rows").fetchall()[0][0]
     faults = rows.sql("""
         select topic, "partition", min("offset"), max("offset"),
@@ -227,7 +226,7 @@ def dedup_key_unique(scope: Scope, c: Check) -> list[Result]:
     """dedup_key is non-null and unique (one row per click)."""
     if scope.silver is None:
         return [c.result(0, "no silver table")]
-    rows = _duck(rows=scope.silver.dataset())
+    rows = _duck(rows=scope.silver)
     # Distinct 64-bit hashes are far cheaper to count than distinct strings, and as many
     # distinct hashes as keys proves the keys distinct; fewer (a repeat, or a collision)
     # is settled by counting the strings themselves.
@@ -245,7 +244,7 @@ def _silver_by_date(scope: Scope) -> list[tuple[dt.date | None, int, int, int]]:
     UTC date) per silver date, in one scan shared by the checks that need them."""
     if scope.silver_by_date is None:
         assert scope.silver is not None
-        scope.silver_by_date = _duck(rows=scope.silver.dataset()).sql("""
+        scope.silver_by_date = _duck(rows=scope.silver).sql("""
             select event_date, count(*),
                    count(*) filter (where len(unmapped_areas) > 0),
                    count(*) filter (where event_ts is null or event_date is null
@@ -291,11 +290,10 @@ def quarantine_rate(scope: Scope, c: Check) -> list[Result]:
     bronze = lake_files(scope.settings, lake.BRONZE, scope.dates)
     if bronze is None:
         return [c.result(0, "no bronze table")]
-    rows = bronze.dataset()
     found = scope.conn.execute(_SIGHTINGS, {"topic": scope.settings.topic}).fetchall()
     bad = pa.table({"partition": pa.array([f[0] for f in found], pa.int32()),
                     "offset": pa.array([f[1] for f in found], pa.int64())})
-    rates = _duck(rows=rows, bad=bad).sql("""
+    rates = _duck(rows=bronze, bad=bad).sql("""
         select r.event_date, count(b."offset"), count(*)
         from rows r left join (select distinct "partition", "offset" from bad) b
           on r."partition" = b."partition" and r."offset" = b."offset" and r.topic = $topic

@@ -1,0 +1,111 @@
+"""tripflow.lake's readers: DuckDB's own Parquet reader over a local Delta table's files
+gives exactly what the Arrow dataset gives (rows, order, types, each row's date from the
+Delta log), and anything it cannot read the same way goes the Arrow way."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from tripflow import lake
+
+D1, D2 = dt.date(2016, 1, 1), dt.date(2016, 1, 2)
+SCHEMA = pa.schema([
+    pa.field("event_date", pa.date32()),
+    pa.field("event_ts", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("offset", pa.int64(), nullable=False),
+    pa.field("value", pa.binary()),
+    pa.field("areas", pa.list_(pa.string())),
+])
+
+
+def rows(day: dt.date | None, offsets: range) -> pa.Table:
+    n = len(offsets)
+    moment = dt.datetime.combine(day or D1, dt.time(12), dt.UTC)
+    return pa.Table.from_arrays([
+        pa.array([day] * n, pa.date32()),
+        pa.array([moment + dt.timedelta(seconds=o) for o in offsets], pa.timestamp("us", "UTC")),
+        pa.array(list(offsets), pa.int64()),
+        pa.array([f"v{o}".encode() if o % 3 else None for o in offsets], pa.binary()),
+        pa.array([["Cardiology", f"a{o}"] if o % 2 else None for o in offsets]),
+    ], schema=SCHEMA)
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> tuple[DeltaTable, str]:
+    """Three appends over two dates and the null partition: several files per date."""
+    uri = str(tmp_path / "t")
+    for first in (0, 100, 200):
+        batch = pa.concat_tables([rows(D1, range(first, first + 5)),
+                                  rows(None, range(first + 5, first + 7)),
+                                  rows(D2, range(first + 7, first + 10))])
+        write_deltalake(uri, batch, mode="append", partition_by=["event_date"])
+    return DeltaTable(uri), uri
+
+
+COLUMNS = ["event_date", "event_ts", "offset", "value", "areas"]
+
+
+def arrow_read(files: lake.FileSet, columns: list[str]) -> pa.Table:
+    return lake.read_files(files).to_table(columns=columns, use_threads=False)
+
+
+@pytest.mark.parametrize("dates", [None, [D1], [None], [D2, None]])
+def test_duckdb_reads_local_files_as_the_arrow_dataset_does(
+        table: tuple[DeltaTable, str], dates: list[dt.date | None] | None) -> None:
+    files = lake.file_set(*table, dates)
+    assert lake._hive_paths(files) is not None  # DuckDB's reader, not the fallback
+    got = lake.read_columns(files, COLUMNS)
+    assert got.schema == pa.schema([SCHEMA.field(c) for c in COLUMNS])
+    assert got.equals(arrow_read(files, COLUMNS))
+    every = {None: 6, D1: 15, D2: 9}  # rows per date of the three appends
+    assert dict(_count_per_date(files)) == (every if dates is None else
+                                            {day: every[day] for day in dates})
+    assert lake.read_columns(files, ["offset"]).column("offset").to_pylist() == \
+        arrow_read(files, ["offset"]).column("offset").to_pylist()
+
+
+def _count_per_date(files: lake.FileSet) -> list[tuple[dt.date | None, int]]:
+    with duckdb.connect() as connection:
+        lake.duckdb_view(connection, "rows", files)
+        return connection.sql("select event_date, count(*) from rows group by 1").fetchall()
+
+
+def test_a_file_outside_its_dates_folder_is_read_the_arrow_way(
+        table: tuple[DeltaTable, str]) -> None:
+    """The date comes from the Delta log, not the folder name: a file whose folder says
+    another date than its log entry (a layout tripflow does not write) is read with the
+    log's date."""
+    files = lake.file_set(*table, [D1])
+    moved = dataclasses.replace(files, files=tuple((path, D2) for path, _ in files.files))
+    assert lake._hive_paths(moved) is None
+    got = lake.read_columns(moved, ["event_date", "offset"])
+    assert set(got.column("event_date").to_pylist()) == {D2} and got.num_rows == 15
+    assert _count_per_date(moved) == [(D2, 15)]
+
+
+def test_no_files_and_object_stores_go_the_arrow_way(table: tuple[DeltaTable, str]) -> None:
+    empty = lake.file_set(*table, [dt.date(2000, 1, 1)])
+    assert lake._hive_paths(empty) is None
+    got = lake.read_columns(empty, COLUMNS)
+    assert got.num_rows == 0 and got.schema == pa.schema([SCHEMA.field(c) for c in COLUMNS])
+    assert _count_per_date(empty) == []
+    remote = dataclasses.replace(lake.file_set(*table), uri="s3://bucket/lake/t")
+    assert lake._hive_paths(remote) is None
+
+
+def test_an_unpartitioned_table_and_a_folder_named_like_a_glob(tmp_path: Path) -> None:
+    plain = str(tmp_path / "plain")
+    write_deltalake(plain, rows(D1, range(4)).drop_columns(["event_date"]))
+    table = DeltaTable(plain)
+    files = lake.file_set(table, plain)
+    assert not files.partitioned and lake._hive_paths(files) is not None
+    assert lake.read_columns(files, ["offset"]).column("offset").to_pylist() == [0, 1, 2, 3]
+    # DuckDB would read [1] as a glob pattern (delta-rs cannot write there, but a copy can)
+    assert lake._hive_paths(dataclasses.replace(files, uri=str(tmp_path / "lake[1]"))) is None
