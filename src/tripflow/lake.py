@@ -265,25 +265,31 @@ def duckdb_view(connection: duckdb.DuckDBPyConnection, name: str, files: FileSet
     paths = _hive_paths(files)
     if paths is None:
         connection.register(name, read_files(files))
-        return
-    partitions = ("hive_partitioning = true, hive_types = {'event_date': 'DATE'}"
-                  if files.partitioned else "hive_partitioning = false")
-    connection.sql(f"select * from read_parquet($paths, {partitions})",
-                   params={"paths": paths}).create_view(name)
+    else:
+        _read_parquet(connection, paths, files.partitioned).create_view(name)
 
 
 def read_columns(files: FileSet, columns: list[str]) -> pa.Table:
     """Some columns of `files` as one Arrow table in file order, typed as in the table's
-    schema (one thread: callers run beside other work)."""
-    if _hive_paths(files) is None:
+    schema (one thread: callers run beside other work). Read as `duckdb_view` reads."""
+    paths = _hive_paths(files)
+    if paths is None:
         return read_files(files).to_table(columns=columns, use_threads=False)
     import duckdb  # here: most commands that use the lake never need it
 
     with duckdb.connect(config={"threads": 1}) as connection:
-        duckdb_view(connection, "files", files)
-        selected = ", ".join('"' + name.replace('"', '""') + '"' for name in columns)
-        table = connection.sql(f"select {selected} from files").to_arrow_table()
+        table = _read_parquet(connection, paths, files.partitioned, columns).to_arrow_table()
     return table.cast(pa.schema([files.schema.field(name) for name in columns]))
+
+
+def _read_parquet(connection: duckdb.DuckDBPyConnection, paths: list[str], partitioned: bool,
+                  columns: list[str] | None = None) -> duckdb.DuckDBPyRelation:
+    """DuckDB's reader over local files (`_hive_paths`), `event_date` from the folders."""
+    selected = ", ".join('"' + c.replace('"', '""') + '"' for c in columns) if columns else "*"
+    partitions = ("hive_partitioning = true, hive_types = {'event_date': 'DATE'}"
+                  if partitioned else "hive_partitioning = false")
+    return connection.sql(f"select {selected} from read_parquet($paths, {partitions})",
+                          params={"paths": paths})
 
 
 def dataset(table: DeltaTable, uri: str,
