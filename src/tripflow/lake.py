@@ -44,13 +44,18 @@ def storage_options(settings: Settings) -> dict[str, str] | None:
     return None
 
 
+def exists(settings: Settings, relative: str) -> bool:
+    """Whether the Delta table was ever written (without reading its log, as opening does)."""
+    return DeltaTable.is_deltatable(table_uri(settings, relative),
+                                    storage_options=storage_options(settings))
+
+
 def open_table(settings: Settings, relative: str, version: int | None = None) -> DeltaTable | None:
     """The Delta table, or None when it was never written."""
-    uri = table_uri(settings, relative)
-    options = storage_options(settings)
-    if not DeltaTable.is_deltatable(uri, storage_options=options):
+    if not exists(settings, relative):
         return None
-    return DeltaTable(uri, version=version, storage_options=options)
+    return DeltaTable(table_uri(settings, relative), version=version,
+                      storage_options=storage_options(settings))
 
 
 def bronze_app_id(topic: str, partition: int) -> str:

@@ -91,6 +91,13 @@ def test_changed_rebuilds_only_the_dates_bronze_appended_to(settings: Settings) 
     # Deleting silver to rebuild it: --changed then means every date.
     shutil.rmtree(lake.table_uri(settings, lake.SILVER))
     assert run_silver(settings).dates == [D1, D2, D3]
+    # Still so when a run of explicit dates comes first (it recreates the table, and such
+    # a run never stores the mark): it rebuilds its date, --changed then all the others.
+    shutil.rmtree(lake.table_uri(settings, lake.SILVER))
+    assert run_silver(settings, [D2]).dates == [D2]
+    assert silver_rows(settings) == {D2: 1}
+    assert run_silver(settings).dates == [D1, D2, D3]
+    assert silver_rows(settings) == {D1: 6, D2: 1, D3: 1}
 
 
 def test_undated_rows_are_quarantined_once(settings: Settings) -> None:

@@ -324,7 +324,7 @@ def apply(settings: Settings, *, until_idle: float | None = None,
     try:
         with stop_on_signals(stop):
             stats = consumer.run()
-        if sink.lake_due or lake.open_table(settings, SILVER) is None:
+        if sink.lake_due or not lake.exists(settings, SILVER):
             sink.refresh_lake()
     finally:
         sink.close()

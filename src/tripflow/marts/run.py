@@ -267,12 +267,6 @@ def _todo(settings: Settings, dsn: str, silver: DeltaTable,
           options: dict[str, str] | None) -> list[dt.date]:
     """The dates silver changed since the last `--changed` run."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        # A gold table that is gone (deleted to rebuild it) means: every date — and the
-        # mark goes now, so a kill before the end cannot make that forgotten.
-        if any(lake.open_table(settings, lake.gold(m)) is None
-               for m in engines.mart_names()):
-            conn.execute("delete from tripflow.batch_state where step = %s",
-                         (STATE_STEP,))
         since = read_state(conn, STATE_STEP, silver)
     return sorted(d for d in lake.changed_dates(silver, since, options) if d is not None)
 
@@ -284,6 +278,11 @@ def _plan(settings: Settings, dsn: str, explicit: list[dt.date] | None,
     # What silver was built from: read before silver is opened (see reconcile.py).
     with db.connect(settings, autocommit=True) as conn:
         state = silver_state(conn)
+        if not all(lake.exists(settings, lake.gold(m)) for m in engines.mart_names()):
+            # A gold table that is gone (deleted to rebuild it) means: every date at the
+            # next --changed run. The mark goes now, so that neither a kill nor a run of
+            # explicit dates (which recreates the tables) can make that forgotten.
+            conn.execute("delete from tripflow.batch_state where step = %s", (STATE_STEP,))
     silver = lake.open_table(settings, lake.SILVER)
     options = lake.storage_options(settings)
     if explicit is None:

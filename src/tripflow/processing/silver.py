@@ -286,11 +286,12 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
     bronze_uri = lake.table_uri(settings, lake.BRONZE)
     with psycopg.connect(dsn, autocommit=True) as conn:
         _undated_pass(conn, bronze, bronze_uri, options, summary)
+        if not lake.exists(settings, lake.SILVER):
+            # A silver table that is gone (deleted to rebuild it) means: every date at the
+            # next --changed run. The mark goes now, so that neither a kill nor a run of
+            # explicit dates (which recreates the table) can make that forgotten.
+            conn.execute("delete from tripflow.batch_state where step = %s", (STATE_STEP,))
         if explicit is None:
-            # A silver table that is gone (deleted to rebuild it) means: every date — and
-            # the mark goes now, so a kill before the end cannot make that forgotten.
-            if lake.open_table(settings, lake.SILVER) is None:
-                conn.execute("delete from tripflow.batch_state where step = %s", (STATE_STEP,))
             since = read_state(conn, STATE_STEP, bronze)
             touched = lake.changed_dates(bronze, since, options)
             todo = sorted(day for day in touched if day is not None)
@@ -301,7 +302,7 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
         groups = list(_chunks(todo, rows_per_date, chunk_rows))
         silver_uri = lake.table_uri(settings, lake.SILVER)
         if groups and (len(groups) > 1 or engine == "spark") and (
-                lake.open_table(settings, lake.SILVER) is None):
+                not lake.exists(settings, lake.SILVER)):
             # Created once here: parallel first writes would race to create version 0; and
             # by delta-rs for Spark too, so the table's schema and protocol never depend on
             # the engine that wrote first.
