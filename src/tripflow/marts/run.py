@@ -340,6 +340,18 @@ def _stages(settings: Settings, plan: _Plan, summary: MartsSummary, runner: Any
                 started = _tick(timings, "index", started)
         _tick(timings, "commit", started)
 
+    # Each gold table opened once, by this stage's one thread: delta-rs moves a handle on
+    # with each write, where writing by URI reads the table's whole log again every time.
+    gold_tables: dict[str, DeltaTable] = {}
+
+    def gold_target(mart: str) -> DeltaTable | str:
+        if mart not in gold_tables:
+            table = lake.open_table(settings, lake.gold(mart))
+            if table is None:  # the first write creates it
+                return lake.table_uri(settings, lake.gold(mart))
+            gold_tables[mart] = table
+        return gold_tables[mart]
+
     def write_gold(items: Iterator[tuple[list[dt.date], dict[str, pa.Table]]]) -> None:
         for group, results in items:
             started = time.monotonic()
@@ -348,9 +360,8 @@ def _stages(settings: Settings, plan: _Plan, summary: MartsSummary, runner: Any
                 # Not partitioned: a date holds few mart rows, and one file per date and
                 # mart (14 k files for the full log) is slow to write and to read. Rows come
                 # sorted by primary key (mostly date first), so file statistics prune dates.
-                write_deltalake(lake.table_uri(settings, lake.gold(mart)), results[mart],
-                                mode="overwrite", predicate=predicate,
-                                storage_options=plan.options)
+                write_deltalake(gold_target(mart), results[mart], mode="overwrite",
+                                predicate=predicate, storage_options=plan.options)
             _tick(timings, "gold", started)
 
     if getattr(runner, "writes_gold", False):
