@@ -41,7 +41,10 @@ def produce(
              "live system saw it). Default: a day.",
     )] = ONE_DAY_MS / MS_PER_MINUTE,
     servers: Annotated[int, typer.Option(
-        "--servers", min=1, max=64, help="Simulated web servers, each its own producer.",
+        "--servers", min=1, max=64,
+        help="Simulated web servers, each its own producer. In bulk each goes at its own "
+             "pace, so a partition can interleave days: for the hot path, send a backlog "
+             "with 1 (or --mode replay).",
     )] = 2,
     timeout: Annotated[float, typer.Option(
         "--timeout", min=0.1, help="Seconds to wait for the broker before giving up.",
