@@ -263,8 +263,7 @@ def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
                         explicit is None, silver_built_from)
 
 
-def _todo(settings: Settings, dsn: str, silver: DeltaTable,
-          options: dict[str, str] | None) -> list[dt.date]:
+def _todo(dsn: str, silver: DeltaTable, options: dict[str, str] | None) -> list[dt.date]:
     """The dates silver changed since the last `--changed` run."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         since = read_state(conn, STATE_STEP, silver)
@@ -288,7 +287,7 @@ def _plan(settings: Settings, dsn: str, explicit: list[dt.date] | None,
     if explicit is None:
         if silver is None:
             return None
-        todo = _todo(settings, dsn, silver, options)
+        todo = _todo(dsn, silver, options)
     else:
         todo = explicit
     summary.dates = todo
