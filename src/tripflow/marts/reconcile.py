@@ -182,11 +182,14 @@ def silver_state(conn: psycopg.Connection) -> SilverState | None:
 
 
 def silver_sources(settings: Settings, state: SilverState | None, silver: DeltaTable | None,
-                   rebuilt: tuple[int, list[dt.date]] | None = None) -> list[SilverSource]:
+                   rebuilt: tuple[int, list[dt.date]] | None = None
+                   ) -> tuple[list[SilverSource], DeltaTable | None]:
     """The known bronze versions `silver` (the snapshot the run reads, opened after `state`
     was read) was built from: `state`'s when it describes this silver and this bronze, and
-    `rebuilt` = (version, dates) when the caller just rebuilt those dates from it."""
+    `rebuilt` = (version, dates) when the caller just rebuilt those dates from it. Also
+    bronze as it was opened here (None when it was not), for `Coverage` to reuse."""
     sources = []
+    bronze = None
     if state is not None and silver is not None:
         bronze = lake.open_table(settings, lake.BRONZE)
         created_ms = silver.metadata().created_time
@@ -197,19 +200,24 @@ def silver_sources(settings: Settings, state: SilverState | None, silver: DeltaT
             sources.append(SilverSource(state.bronze_version))
     if rebuilt is not None:
         sources.append(SilverSource(rebuilt[0], frozenset(rebuilt[1])))
-    return sources
+    return sources, bronze
 
 
 class Coverage:
     """Bronze's offsets: now, and at the versions silver was built from (`sources`)."""
 
-    def __init__(self, settings: Settings, sources: list[SilverSource]) -> None:
+    def __init__(self, settings: Settings, sources: list[SilverSource],
+                 bronze_now: DeltaTable | None = None) -> None:
         self.settings = settings
         self.topic = settings.topic
         self.uri = lake.table_uri(settings, lake.BRONZE)
         self.sources = sources
         self._tables: dict[int | None, DeltaTable | None] = {}
         self._checked: dict[tuple[int, HotPosition], str | None] = {}
+        if bronze_now is not None:
+            # Bronze just opened (by silver_sources) is bronze now, and is that version: a
+            # second open would read the same log again (70 ms at full scale).
+            self._tables[None] = self._tables[bronze_now.version()] = bronze_now
 
     def _table(self, version: int | None) -> DeltaTable | None:
         """Bronze at `version` (None: the newest), None when it cannot be read."""

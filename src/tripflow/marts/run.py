@@ -458,8 +458,8 @@ def _reconcile_and_mark(settings: Settings, runner: engines.DuckDBEngine, plan: 
         if window:
             rebuilt = ((silver_built_from, plan.todo) if silver_built_from is not None
                        else None)
-            coverage = Coverage(settings, silver_sources(settings, plan.state, plan.silver,
-                                                         rebuilt))
+            coverage = Coverage(settings, *silver_sources(settings, plan.state, plan.silver,
+                                                          rebuilt))
             prepare(conn, settings.topic, window, coverage)
             conn.commit()
             with conn.transaction():
