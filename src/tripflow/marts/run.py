@@ -50,6 +50,7 @@ from tripflow.processing.silver import (
     SILVER_SCHEMA,
     SilverSummary,
     check_engine,
+    forget_state,
     read_state,
     run_silver,
     write_state,
@@ -278,10 +279,7 @@ def _plan(settings: Settings, dsn: str, explicit: list[dt.date] | None,
     with db.connect(settings, autocommit=True) as conn:
         state = silver_state(conn)
         if not all(lake.exists(settings, lake.gold(m)) for m in engines.mart_names()):
-            # A gold table that is gone (deleted to rebuild it) means: every date at the
-            # next --changed run. The mark goes now, so that neither a kill nor a run of
-            # explicit dates (which recreates the tables) can make that forgotten.
-            conn.execute("delete from tripflow.batch_state where step = %s", (STATE_STEP,))
+            forget_state(conn, STATE_STEP)
     silver = lake.open_table(settings, lake.SILVER)
     options = lake.storage_options(settings)
     if explicit is None:

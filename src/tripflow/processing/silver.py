@@ -194,6 +194,13 @@ def write_state(conn: psycopg.Connection, step: str, table: DeltaTable) -> None:
     conn.execute(_SQL["write_state"], (step, table.metadata().id, table.version()))
 
 
+def forget_state(conn: psycopg.Connection, step: str) -> None:
+    """The next incremental `step` rebuilds every date: its output table is gone (deleted
+    to rebuild it). Done at the start of every run, explicit dates or not, so that neither
+    a kill nor a run that recreates the table can make that forgotten."""
+    conn.execute(_SQL["forget_state"], (step,))
+
+
 def _chunks(dates: list[dt.date], rows: dict[dt.date | None, int],
             chunk_rows: int) -> Iterator[list[dt.date]]:
     """Consecutive groups of dates holding about `chunk_rows` bronze rows each."""
@@ -287,10 +294,7 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
     with psycopg.connect(dsn, autocommit=True) as conn:
         _undated_pass(conn, bronze, bronze_uri, options, summary)
         if not lake.exists(settings, lake.SILVER):
-            # A silver table that is gone (deleted to rebuild it) means: every date at the
-            # next --changed run. The mark goes now, so that neither a kill nor a run of
-            # explicit dates (which recreates the table) can make that forgotten.
-            conn.execute("delete from tripflow.batch_state where step = %s", (STATE_STEP,))
+            forget_state(conn, STATE_STEP)
         if explicit is None:
             since = read_state(conn, STATE_STEP, bronze)
             touched = lake.changed_dates(bronze, since, options)

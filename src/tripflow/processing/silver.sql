@@ -9,3 +9,7 @@ insert into tripflow.batch_state (step, input_table, input_version) values (%s, 
 on conflict (step) do update set
     input_table = excluded.input_table, input_version = excluded.input_version,
     updated_at = now();
+
+-- name: forget_state
+-- The step's next --changed run starts over: every date.
+delete from tripflow.batch_state where step = %s;
