@@ -10,7 +10,7 @@ pyarrow's pandas integration back on for code that hands pandas objects to pyarr
 Import `pads` from here rather than `pyarrow.dataset` directly; the first import in a
 process decides (a process that already imported pandas keeps it, nothing is hidden).
 
-`prefer_jemalloc()` is the batch steps' other pyarrow setting: which allocator Arrow uses.
+Which allocator Arrow uses is a process setting: `tripflow.memory`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ else:
     finally:
         sys.meta_path.remove(_hide)
 
-__all__ = ["enable_pandas", "pads", "prefer_jemalloc"]
+__all__ = ["enable_pandas", "pads"]
 
 
 def enable_pandas() -> None:
@@ -46,19 +46,3 @@ def enable_pandas() -> None:
     import pyarrow.lib
 
     pyarrow.lib._pandas_api.pd  # noqa: B018  # asking for pandas imports it, for good
-
-
-def prefer_jemalloc() -> None:
-    """Arrow's memory from jemalloc where pyarrow is built with it, unless
-    ARROW_DEFAULT_MEMORY_POOL chooses. pyarrow's default (mimalloc) keeps the pages of a
-    batch step's large short-lived tables resident; jemalloc hands them back (measured on
-    silver's groups: 1.02 GB peak with mimalloc, 0.84 GB with jemalloc, same time)."""
-    import contextlib
-    import os
-
-    import pyarrow as pa
-
-    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
-        return
-    with contextlib.suppress(NotImplementedError):  # a build without it keeps the default
-        pa.set_memory_pool(pa.jemalloc_memory_pool())

@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
 from tripflow import db, lake
-from tripflow.arrow_dataset import prefer_jemalloc
 from tripflow.marts import engine as engines
 from tripflow.marts.articles import LoadedArticles
 from tripflow.marts.load import empty_tables, first_build, primary_keys, replace_dates
@@ -45,6 +44,7 @@ from tripflow.marts.reconcile import (
     silver_state,
     split_by_store,
 )
+from tripflow.memory import BATCH_MMAP_THRESHOLD, bound_process_memory
 from tripflow.processing.runlog import logged_run
 from tripflow.processing.silver import (
     SILVER_SCHEMA,
@@ -153,7 +153,7 @@ def run_marts(
     runner = engines.get_engine(check_engine(engine or settings.engine), settings)
     explicit = sorted(set(dates)) if dates is not None else None
     dsn = db.prepare(settings)
-    prefer_jemalloc()
+    bound_process_memory(BATCH_MMAP_THRESHOLD)
     summary = MartsSummary(engine=runner.name)
     started = time.monotonic()
     with logged_run(dsn, "marts", None) as stats:

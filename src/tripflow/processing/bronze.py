@@ -53,7 +53,7 @@ from deltalake import (
 )
 
 from tripflow import db, lake
-from tripflow.arrow_dataset import prefer_jemalloc
+from tripflow.memory import BATCH_MMAP_THRESHOLD, bound_process_memory
 from tripflow.messaging.consumer import ConsumerOptions, ExactlyOnceConsumer, stop_on_signals
 from tripflow.messaging.sink import Batch, SinkBase, Stored, Written, fingerprint
 from tripflow.processing.runlog import logged_run
@@ -431,7 +431,7 @@ def run_bronze(
     if max_batch_rows < 1:
         raise ValueError("max_batch_rows must be at least 1")
     dsn = db.prepare(settings)
-    prefer_jemalloc()
+    bound_process_memory(BATCH_MMAP_THRESHOLD)
     sink = BronzeSink(settings)
     options = ConsumerOptions(
         group_id=GROUP_ID, partitions=partitions, until_idle=until_idle,

@@ -37,11 +37,11 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
 from tripflow import db, lake
-from tripflow.arrow_dataset import prefer_jemalloc
 from tripflow.db import sqlfiles
+from tripflow.memory import BATCH_MMAP_THRESHOLD, bound_process_memory
 from tripflow.processing import quarantine
 from tripflow.processing.runlog import logged_run
-from tripflow.records.parser import ParseResult, parse_batch
+from tripflow.records.parser import ParseResult, parse_batch, release_memory
 from tripflow.records.schema import CLICK_SCHEMA
 from tripflow.settings import Settings
 
@@ -60,7 +60,8 @@ _BRONZE_COLUMNS = ["topic", "partition", "offset", "kafka_timestamp", "value", "
 # commit per group keeps a multi-year backfill to a few dozen commits with bounded memory.
 # Measured at full scale (5.37 M rows, two threads, Arrow's jemalloc pool): 100 k rows a
 # group peaked at 1.23 GB in 42.5 s, 75 k at 1.06 GB in 45.4 s, 50 k at 0.99 GB in 51.5 s
-# (two worker processes with 150 k: 2.57 GB in 49.5 s).
+# (two worker processes with 150 k: 2.57 GB in 49.5 s). With glibc's malloc for Arrow
+# (tripflow.memory), 100 k rows a group peak at 0.92 GB.
 _SQL = sqlfiles.queries("processing", "silver.sql")
 CHUNK_ROWS = 100_000
 STATE_STEP = "silver"
@@ -261,7 +262,7 @@ def run_silver(
     engine = check_engine(engine or settings.engine)
     explicit = sorted(set(dates)) if dates is not None else None
     dsn = db.prepare(settings)
-    prefer_jemalloc()
+    bound_process_memory(BATCH_MMAP_THRESHOLD)
     summary = SilverSummary(engine=engine)
     started = time.monotonic()
     with logged_run(dsn, "silver", _date_range(explicit or [])) as stats:
@@ -369,6 +370,10 @@ def _rebuild_group(request: _GroupRequest) -> _GroupResult:
     rows = lake.read_files(request.bronze_files).to_table(columns=_BRONZE_COLUMNS,
                                                           use_threads=False)
     built = build_silver(rows)
+    # DuckDB's allocator keeps the parse's freed pages for about a second: handed back
+    # now, before the Delta write allocates its own (silver's peak).
+    del rows
+    release_memory()
     with psycopg.connect(request.dsn, autocommit=True) as conn, conn.transaction():
         new = quarantine.store(conn, built.quarantine)
     write_deltalake(request.silver_uri, built.clicks, mode="overwrite",

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from tripflow.memory import STREAM_MMAP_THRESHOLD, bound_process_memory
 from tripflow.messaging.consumer import (
     ConsumerOptions,
     ExactlyOnceConsumer,
@@ -55,7 +56,6 @@ from tripflow.messaging.consumer import (
 from tripflow.messaging.sink import fingerprint
 from tripflow.processing.alignment import AlignedBuffers
 from tripflow.processing.hotstore import DEFAULT_GROUP, BatchCounts, HotOptions
-from tripflow.processing.stream_memory import bound_process_memory
 from tripflow.processing.stream_sink import HotSink, prepare_db
 from tripflow.processing.stream_status import HotStatus, PartitionStatus, hot_status
 from tripflow.settings import Settings
@@ -256,7 +256,7 @@ def run_stream(
     """Run the hot-path worker until `stop` is set, or until no record arrived for
     `until_idle` seconds. Returns what it did (`summary.line()` is the one-line summary).
     `metrics`: a `tripflow.observability.metrics.WorkerMetrics` to feed."""
-    bound_process_memory()
+    bound_process_memory(STREAM_MMAP_THRESHOLD)
     return StreamWorker(settings, until_idle=until_idle, options=options, stop=stop,
                         on_commit=on_commit, metrics=metrics).run()
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tripflow import db
+from tripflow.memory import malloc_trim
 from tripflow.messaging.sink import Batch, SinkBase, Stopped, Stored, Written
 from tripflow.processing.hotstore import (
     HOT_COLUMNS,
@@ -36,7 +37,6 @@ from tripflow.processing.hotstore import (
     _iso,
     stage_csv,
 )
-from tripflow.processing.stream_memory import malloc_trim
 from tripflow.records.parser import ParseResult, parse_batch, release_memory
 from tripflow.settings import Settings
 
