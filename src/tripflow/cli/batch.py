@@ -106,7 +106,7 @@ def bronze(
     until_idle: float | None = typer.Option(
         None, "--until-idle", metavar="SECONDS",
         help="Stop when no record arrived for this long (default: run until stopped)."),
-    batch_rows: int = typer.Option(150_000, "--batch-rows", min=1,
+    batch_rows: int = typer.Option(100_000, "--batch-rows", min=1,
                                    help="Micro-batch size bound (records per Delta commit)."),
     batch_seconds: float = typer.Option(5.0, "--batch-seconds",
                                         help="Micro-batch time bound."),

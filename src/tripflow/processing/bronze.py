@@ -415,7 +415,7 @@ def run_bronze(
     settings: Settings,
     until_idle: float | None = None,
     *,
-    max_batch_rows: int = 150_000,  # ~870 MB peak RSS (200 000: ~0.8-1.0 GB)
+    max_batch_rows: int = 100_000,  # peak RSS 0.94 GB at full scale (150 000: 1.09 GB)
     max_batch_seconds: float = 5.0,
     join_timeout: float = 60.0,
     partitions: tuple[int, ...] | None = None,
