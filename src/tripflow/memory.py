@@ -2,10 +2,11 @@
 bench/bench_stream.py for the stream worker, of bench/bench_e2e.py for the batch steps).
 
 Each step runs alone in its process, so these settings are its own. Arrow allocates with
-glibc's malloc rather than its own pool: mimalloc and jemalloc keep freed pages cached per
-thread, and Arrow's I/O threads (8 of them, reading Parquet) then each hold tens of MB that
-no call hands back. Measured at full scale, silver peaked at 1.24-1.44 GB with jemalloc
-and 0.95-0.97 GB with these settings, in the same time or less (marts: 0.80 → 0.71 GB).
+glibc's malloc rather than its own pools: mimalloc (pyarrow's default) and jemalloc keep
+freed pages cached per thread, and Arrow's I/O threads (8 of them, reading Parquet) then
+each hold tens of MB that no call hands back. Measured at full scale, silver peaked at
+1.24-1.44 GB before (pyarrow's calls on jemalloc, Arrow's C++ code on mimalloc) and at
+0.92 GB with these settings, in the same time (marts: 0.80 → 0.71 GB).
 ARROW_DEFAULT_MEMORY_POOL, when set, still chooses Arrow's pool.
 """
 

@@ -1,5 +1,5 @@
 """tripflow.memory: every tripflow command has all of Arrow allocate with glibc's malloc,
-its C++ readers included (issue 20: jemalloc's per-thread caches in the Parquet reader
+its C++ readers included (issue 20: mimalloc's per-thread caches in the Parquet reader
 held ≈ 0.4 GB of silver's peak), unless the user chose a pool."""
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ _BRONZE_COLUMNS = ["topic", "partition", "offset", "kafka_timestamp", "value", "
                    "event_date"]
 # Dates are rebuilt in groups of about this many bronze rows: one parse and one Delta
 # commit per group keeps a multi-year backfill to a few dozen commits with bounded memory.
-# Measured at full scale (5.37 M rows, two threads, Arrow's jemalloc pool): 100 k rows a
+# Measured at full scale (5.37 M rows, two threads, pyarrow on jemalloc): 100 k rows a
 # group peaked at 1.23 GB in 42.5 s, 75 k at 1.06 GB in 45.4 s, 50 k at 0.99 GB in 51.5 s
 # (two worker processes with 150 k: 2.57 GB in 49.5 s). With glibc's malloc for Arrow
 # (tripflow.memory), 100 k rows a group peak at 0.92 GB.
