@@ -57,6 +57,9 @@ def test_marts_equal_the_independent_computation_in_postgres_and_gold(
             assert gold_rows == want[mart], mart
         assert batchkit.pg_mart_rows(conn, "traffic_minute") == want["traffic_minute"]
     assert summary.rows_out["mart_daily_traffic"] == 3
+    for table in [lake.SILVER, *(lake.gold(mart) for mart in MARTS)]:  # checkpoint every 10
+        configuration = DeltaTable(lake.table_uri(settings, table)).metadata().configuration
+        assert configuration == {"delta.checkpointInterval": "10"}, table
     assert run_marts(settings).dates == []  # --changed: nothing changed since
     # A gold table deleted to rebuild it: --changed then means every date, even after a
     # run of explicit dates recreated it (such a run never stores the mark).

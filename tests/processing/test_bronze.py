@@ -104,6 +104,7 @@ def test_exactly_once_across_runs_and_a_growing_topic(settings: Settings) -> Non
     for p in range(3):
         assert table.transaction_version(lake.bronze_app_id(settings.topic, p)) == max(
             s.offset for s in sent if s.partition == p)
+    assert table.metadata().configuration == {"delta.checkpointInterval": "10"}
 
 
 def test_a_batch_overlapping_bronze_is_trimmed(settings: Settings) -> None:

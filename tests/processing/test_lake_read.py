@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from tripflow import lake
 
@@ -109,3 +110,37 @@ def test_an_unpartitioned_table_and_a_folder_named_like_a_glob(tmp_path: Path) -
     assert lake.read_columns(files, ["offset"]).column("offset").to_pylist() == [0, 1, 2, 3]
     # DuckDB would read [1] as a glob pattern (delta-rs cannot write there, but a copy can)
     assert lake._hive_paths(dataclasses.replace(files, uri=str(tmp_path / "lake[1]"))) is None
+
+
+def test_files_are_listed_per_table_version_and_identity(
+        table: tuple[DeltaTable, str]) -> None:
+    handle, uri = table
+    assert len(lake.partition_files(handle)) == 9  # three appends of three partitions
+    first = lake.partition_files(DeltaTable(uri, version=0))
+    assert sorted((f.event_date or dt.date.min, f.rows) for f in first) == [
+        (dt.date.min, 2), (D1, 5), (D2, 3)]
+    # A write through the handle moves it on: its files are listed again.
+    write_deltalake(handle, rows(D2, range(300, 304)), mode="append", partition_by=["event_date"])
+    assert len(lake.partition_files(handle)) == 10
+    assert len(lake.partition_files(DeltaTable(uri, version=2))) == 9
+    # A table deleted and created again under the same path: its version 0 is another one.
+    shutil.rmtree(uri)
+    write_deltalake(uri, rows(D2, range(7)), partition_by=["event_date"])
+    assert [(f.event_date, f.rows) for f in lake.partition_files(DeltaTable(uri))] == [(D2, 7)]
+
+
+def test_tables_checkpoint_every_ten_commits_and_keep_app_transactions(tmp_path: Path) -> None:
+    uri = str(tmp_path / "t")
+    for version in range(12):
+        write_deltalake(uri, rows(D1, range(2 * version, 2 * version + 2)), mode="append",
+                        partition_by=["event_date"], configuration=lake.TABLE_CONFIGURATION,
+                        commit_properties=CommitProperties(
+                            app_transactions=[Transaction("loader", 100 + version)]))
+    log = tmp_path / "t" / "_delta_log"
+    assert sorted(p.name for p in log.glob("*.checkpoint.parquet")) == [
+        "00000000000000000009.checkpoint.parquet"]
+    (log / "00000000000000000000.json").unlink()  # opening now starts at the checkpoint
+    reopened = DeltaTable(uri)
+    assert reopened.metadata().configuration == {"delta.checkpointInterval": "10"}
+    assert reopened.transaction_version("loader") == 111  # bronze's exactly-once mark
+    assert sum(f.rows for f in lake.partition_files(reopened)) == 24

@@ -138,6 +138,9 @@ def test_both_engines_give_the_same_silver_and_marts_and_update_each_other(
     assert postgres_rows(on_spark) == in_postgres
     assert gold_rows(on_spark) == gold_rows(duck)
     check_marts(on_spark, sent)
+    for mart in mart_names():  # created by Spark, checkpointed as delta-rs's tables are
+        gold = DeltaTable(lake.table_uri(on_spark, lake.gold(mart)))
+        assert gold.metadata().configuration == {"delta.checkpointInterval": "10"}, mart
 
     # Late records (and a late duplicate) of the first date arrive in both lakes; each engine
     # now rebuilds what the other wrote: silver and gold of the other engine's tables.

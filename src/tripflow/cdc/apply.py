@@ -241,7 +241,8 @@ class CdcSink(SinkBase):
         for row in keep:
             last[row["partition"]] = max(last.get(row["partition"], -1), row["offset"])
         write_deltalake(self.bronze_uri, pa.Table.from_pylist(keep, BRONZE_SCHEMA),
-                        mode="append", storage_options=self.options,
+                        mode="append", configuration=lake.TABLE_CONFIGURATION,
+                        storage_options=self.options,
                         commit_properties=CommitProperties(app_transactions=[
                             Transaction(self._app_id(p), v) for p, v in sorted(last.items())]))
 
@@ -254,7 +255,8 @@ class CdcSink(SinkBase):
         table = pa.Table.from_arrays([pa.array(list(c), f.type) for c, f in
                                       zip(columns, DIM_SCHEMA, strict=True)], schema=DIM_SCHEMA)
         write_deltalake(lake.table_uri(self.settings, SILVER), table, mode="overwrite",
-                        schema_mode="overwrite", storage_options=self.options)
+                        schema_mode="overwrite", configuration=lake.TABLE_CONFIGURATION,
+                        storage_options=self.options)
         self.lake_due, self.lake_at = False, time.monotonic()
 
     # -- the dimension ----------------------------------------------------------------------

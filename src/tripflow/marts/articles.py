@@ -65,7 +65,8 @@ def load_articles(settings: Settings, path: str | Path) -> ArticlesSummary:
             # make change events (tripflow.cdc captures them).
             stats.extra["catalog_changed"] = catalog.upsert(conn, articles)
         write_deltalake(lake.table_uri(settings, lake.ARTICLES), articles, mode="overwrite",
-                        schema_mode="overwrite", storage_options=lake.storage_options(settings))
+                        schema_mode="overwrite", configuration=lake.TABLE_CONFIGURATION,
+                        storage_options=lake.storage_options(settings))
         stats.rows_in, stats.rows_out = table.num_rows, articles.num_rows
         stats.detail = f"from {path}"
     return ArticlesSummary(str(path), table.num_rows, articles.num_rows,

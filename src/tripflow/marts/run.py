@@ -358,7 +358,8 @@ def _stages(settings: Settings, plan: _Plan, summary: MartsSummary, runner: Any
                 # mart (14 k files for the full log) is slow to write and to read. Rows come
                 # sorted by primary key (mostly date first), so file statistics prune dates.
                 write_deltalake(gold_target(mart), results[mart], mode="overwrite",
-                                predicate=predicate, storage_options=plan.options)
+                                predicate=predicate, configuration=lake.TABLE_CONFIGURATION,
+                                storage_options=plan.options)
             _tick(timings, "gold", started)
 
     if getattr(runner, "writes_gold", False):

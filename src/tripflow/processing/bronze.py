@@ -362,6 +362,7 @@ class BronzeSink(SinkBase):
                 table,
                 mode="append",
                 partition_by=["event_date"],
+                configuration=lake.TABLE_CONFIGURATION,
                 storage_options=self.options,
                 writer_properties=WRITER_PROPERTIES,
                 commit_properties=CommitProperties(

@@ -312,7 +312,8 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
             # by delta-rs for Spark too, so the table's schema and protocol never depend on
             # the engine that wrote first.
             write_deltalake(silver_uri, SILVER_SCHEMA.empty_table(), mode="append",
-                            partition_by=["event_date"], storage_options=options)
+                            partition_by=["event_date"], configuration=lake.TABLE_CONFIGURATION,
+                            storage_options=options)
         requests = [_GroupRequest(lake.file_set(bronze, bronze_uri, group), silver_uri,
                                   options, dsn,
                                   lake.date_predicate(group)) for group in groups]
@@ -378,7 +379,7 @@ def _rebuild_group(request: _GroupRequest) -> _GroupResult:
         new = quarantine.store(conn, built.quarantine)
     write_deltalake(request.silver_uri, built.clicks, mode="overwrite",
                     predicate=request.predicate, partition_by=["event_date"],
-                    storage_options=request.options)
+                    configuration=lake.TABLE_CONFIGURATION, storage_options=request.options)
     return _GroupResult(built.rows_in, built.clicks.num_rows, built.duplicates,
                         built.quarantine.num_rows, new, built.misplaced, built.nul_removed)
 

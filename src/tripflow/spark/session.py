@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tripflow import lake
 from tripflow.services import jars
 from tripflow.settings import Settings
 
@@ -39,6 +40,10 @@ _DEFAULTS = {
     "spark.driver.memory": "1g",
     # No Hive, no Derby: a session leaves nothing in the working folder.
     "spark.sql.catalogImplementation": "in-memory",
+    # Tables Spark creates carry the properties of those delta-rs creates, so either
+    # engine keeps checkpointing them as often.
+    **{f"spark.databricks.delta.properties.defaults.{name.removeprefix('delta.')}": value
+       for name, value in lake.TABLE_CONFIGURATION.items() if value is not None},
 }
 # On a local master, fewer tasks per step: Delta's 50 partitions for replaying a table's log
 # and 8 shuffle partitions cost more in task overhead than two cores win.
