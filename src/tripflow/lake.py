@@ -106,14 +106,16 @@ class PartitionFile:
 def partition_files(table: DeltaTable) -> tuple[PartitionFile, ...]:
     """The table's current files with their event_date partition value and row count."""
     # A version of a table never changes: its files are listed once per process (a run
-    # asks for them several times: changed dates, rows per date, each group's files).
+    # asks for them several times: changed dates, rows per date, each group's files, the
+    # checks). The last four listed are kept: a silver run lists bronze now and at two
+    # earlier versions, then silver; a long-running process keeps no more than four.
     key = (table.table_uri, table.metadata().id, table.version())
     with _PARTITION_FILES_LOCK:
         files = _PARTITION_FILES.get(key)
     if files is None:
         files = _list_partition_files(table)
         with _PARTITION_FILES_LOCK:
-            if len(_PARTITION_FILES) >= 8:
+            if len(_PARTITION_FILES) >= 4:
                 _PARTITION_FILES.pop(next(iter(_PARTITION_FILES)))
             _PARTITION_FILES[key] = files
     return files
