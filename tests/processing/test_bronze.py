@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from deltalake import DeltaTable
 
 from tests.kits import batchkit
 from tripflow import lake
@@ -122,6 +123,44 @@ def test_a_batch_overlapping_bronze_is_trimmed(settings: Settings) -> None:
     assert (sink.summary.trimmed, sink.summary.written) == (10, 10)
     assert positions(settings) == {0: list(range(50))}
     assert len(sent) == 40
+
+
+def record_rows(offsets: np.ndarray) -> pa.Table:
+    """Fetched records of partition 0 at these offsets, as the consumer loop hands them."""
+    values = [batchkit.record(MS + int(o), "x" * 24, int(o)) for o in offsets]
+    return pa.Table.from_arrays(
+        [pa.array(values, pa.binary()), pa.array(np.zeros(len(offsets), np.int32)),
+         pa.array(offsets), pa.array(np.full(len(offsets), READ_MS, np.int64)),
+         pa.array([None] * len(offsets), pa.binary())], schema=RECORD_SCHEMA)
+
+
+def test_a_commit_conflicting_with_another_writer_is_redone(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    batchkit.produce(settings, lines(40), partitions=1)
+    run_bronze(settings, until_idle=0.5, partitions=())  # offsets 0..39
+    sink = BronzeSink(settings)
+    # Between this sink's read of the versions and its commit, another loader commits
+    # offsets 40..44 of the same partition, then the table's metadata changes (as when
+    # two loaders create the table at once): the commit fails, and is redone.
+    builds = []
+    build = BronzeSink._table
+
+    def another_writer_first(self: BronzeSink, rows: pa.Table) -> pa.Table:
+        if self is sink:
+            builds.append(rows.num_rows)
+            if len(builds) == 1:
+                BronzeSink(settings).write(Batch(record_rows(np.arange(40, 45)),
+                                                 {0: PartitionEnd(45, "")}, {0: 40}))
+                DeltaTable(lake.table_uri(settings, lake.BRONZE)).alter.set_table_properties(
+                    {"delta.logRetentionDuration": "interval 31 days"})
+        return build(self, rows)
+
+    monkeypatch.setattr(BronzeSink, "_table", another_writer_first)
+    sink.write(Batch(record_rows(np.arange(40, 60)), {0: PartitionEnd(60, "")}, {0: 40}))
+    assert builds == [20, 15]  # redone on the table read again: 40..44 trimmed
+    assert (sink.summary.trimmed, sink.summary.written, sink.summary.batches) == (5, 15, 1)
+    assert sink.summary.gaps == []  # 40..44 were fetched (and written by the other)
+    assert positions(settings) == {0: list(range(60))}
 
 
 def test_resumes_from_delta_versions_not_kafka_offsets(settings: Settings) -> None:

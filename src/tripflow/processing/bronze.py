@@ -51,6 +51,7 @@ from deltalake import (
     WriterProperties,
     write_deltalake,
 )
+from deltalake.exceptions import CommitFailedError
 
 from tripflow import db, lake
 from tripflow.memory import BATCH_MMAP_THRESHOLD, bound_process_memory
@@ -64,6 +65,8 @@ from tripflow.settings import Settings
 log = logging.getLogger("tripflow.bronze")
 
 GROUP_ID = "tripflow-bronze"
+# Tries of one batch's commit when other writers' commits conflict with it (`write`).
+COMMIT_ATTEMPTS = 5
 # Reading back the record at a partition's last written offset: it arrives within
 # milliseconds when it exists; after CHECK_TIMEOUT_S the broker is asked where the log ends
 # (a log ending before it was replaced), and after CHECK_LIMIT_S the run gives up.
@@ -329,6 +332,23 @@ class BronzeSink(SinkBase):
 
     # -- writing -------------------------------------------------------------------------
     def write(self, batch: Batch) -> Written:
+        # A commit another writer's change made impossible (another loader created the
+        # table too, so its first commit lands after ours with the table's metadata; or it
+        # wrote the same partition after a rebalance) fails without writing anything. Read
+        # the table again and redo the batch: the versions trim what landed meanwhile.
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                return self._write(batch)
+            except CommitFailedError as err:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.info("bronze commit %d of %d conflicted (%s): reading the table again",
+                         attempt, COMMIT_ATTEMPTS, err)
+                with self.table_lock:
+                    self.table = None  # written_versions opens it afresh
+        raise AssertionError("unreachable")
+
+    def _write(self, batch: Batch) -> Written:
         rows = batch.rows
         partitions = rows["partition"].to_numpy()
         offsets = rows["offset"].to_numpy()
@@ -342,13 +362,14 @@ class BronzeSink(SinkBase):
             if last is not None and not stale:
                 keep &= ~((partitions == p) & (offsets <= last))
         kept = int(keep.sum())
-        self.summary.trimmed += len(offsets) - kept
+        trimmed = len(offsets) - kept
         if kept == 0:
+            self.summary.trimmed += trimmed
             return Written()
+        fetched = partitions, offsets  # gaps are between the offsets sought and fetched
         if kept < len(offsets):
             rows = rows.filter(pa.array(keep))
             partitions, offsets = partitions[keep], offsets[keep]
-        self._note_gaps(partitions, offsets, batch)
         last_offsets = {
             p: int(offsets[partitions == p].max()) for p in np.unique(partitions).tolist()
         }
@@ -371,6 +392,8 @@ class BronzeSink(SinkBase):
                 ),
             )
         s = self.summary
+        s.trimmed += trimmed
+        self._note_gaps(*fetched, batch)
         s.written += table.num_rows
         s.batches += 1
         event_date = table.column("event_date")
