@@ -108,23 +108,6 @@ def test_exactly_once_across_runs_and_a_growing_topic(settings: Settings) -> Non
     assert table.metadata().configuration == {"delta.checkpointInterval": "10"}
 
 
-def test_a_batch_overlapping_bronze_is_trimmed(settings: Settings) -> None:
-    sent = batchkit.produce(settings, lines(40), partitions=1)
-    run_bronze(settings, until_idle=0.5, partitions=())
-    # A retried batch: offsets 30..49 of partition 0, of which 30..39 are written already.
-    sink = BronzeSink(settings)
-    offsets = np.arange(30, 50, dtype=np.int64)
-    values = [batchkit.record(MS + int(o), "x" * 24, int(o)) for o in offsets]
-    rows = pa.Table.from_arrays(
-        [pa.array(values, pa.binary()), pa.array(np.zeros(20, np.int32)), pa.array(offsets),
-         pa.array(np.full(20, READ_MS, np.int64)), pa.array([None] * 20, pa.binary())],
-        schema=RECORD_SCHEMA)
-    sink.write(Batch(rows, {0: PartitionEnd(50, "")}, {0: 40}))
-    assert (sink.summary.trimmed, sink.summary.written) == (10, 10)
-    assert positions(settings) == {0: list(range(50))}
-    assert len(sent) == 40
-
-
 def record_rows(offsets: np.ndarray) -> pa.Table:
     """Fetched records of partition 0 at these offsets, as the consumer loop hands them."""
     values = [batchkit.record(MS + int(o), "x" * 24, int(o)) for o in offsets]
@@ -132,6 +115,17 @@ def record_rows(offsets: np.ndarray) -> pa.Table:
         [pa.array(values, pa.binary()), pa.array(np.zeros(len(offsets), np.int32)),
          pa.array(offsets), pa.array(np.full(len(offsets), READ_MS, np.int64)),
          pa.array([None] * len(offsets), pa.binary())], schema=RECORD_SCHEMA)
+
+
+def test_a_batch_overlapping_bronze_is_trimmed(settings: Settings) -> None:
+    sent = batchkit.produce(settings, lines(40), partitions=1)
+    run_bronze(settings, until_idle=0.5, partitions=())
+    # A retried batch: offsets 30..49 of partition 0, of which 30..39 are written already.
+    sink = BronzeSink(settings)
+    sink.write(Batch(record_rows(np.arange(30, 50)), {0: PartitionEnd(50, "")}, {0: 40}))
+    assert (sink.summary.trimmed, sink.summary.written) == (10, 10)
+    assert positions(settings) == {0: list(range(50))}
+    assert len(sent) == 40
 
 
 def test_a_commit_conflicting_with_another_writer_is_redone(

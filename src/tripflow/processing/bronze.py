@@ -336,17 +336,15 @@ class BronzeSink(SinkBase):
         # table too, so its first commit lands after ours with the table's metadata; or it
         # wrote the same partition after a rebalance) fails without writing anything. Read
         # the table again and redo the batch: the versions trim what landed meanwhile.
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        for attempt in range(1, COMMIT_ATTEMPTS):
             try:
                 return self._write(batch)
             except CommitFailedError as err:
-                if attempt == COMMIT_ATTEMPTS:
-                    raise
                 log.info("bronze commit %d of %d conflicted (%s): reading the table again",
                          attempt, COMMIT_ATTEMPTS, err)
                 with self.table_lock:
                     self.table = None  # written_versions opens it afresh
-        raise AssertionError("unreachable")
+        return self._write(batch)  # the last try: its error ends the run
 
     def _write(self, batch: Batch) -> Written:
         rows = batch.rows
