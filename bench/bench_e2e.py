@@ -11,9 +11,10 @@ bronze --until-idle 3` (its own throughput, not bounded by the producer beside i
 Prints one JSON object with seconds, CPU seconds and peak RSS per step (the CPU of a
 step's process tree, sampled every 0.1 s, so a process's last 0.1 s may be missed), the
 seconds a step's own summary line reports (`step_s`: its work, without the process
-start, imports and quality checks), the CPU the broker and PostgreSQL used during each
-phase, the wall time from the first command to the marts in PostgreSQL, and the
-performance issue's goals met or not.
+start, imports and quality checks), silver's and the marts' seconds per phase (`phases_s`,
+from the run log; summed over threads, so they can exceed the wall time), the CPU the
+broker and PostgreSQL used during each phase, the wall time from the first command to the
+marts in PostgreSQL, and the performance issue's goals met or not.
 
 Run: PYTHONPATH=src python bench/bench_e2e.py [--data DIR] [--days N] [--home DIR]
   --data: the generated files (generated there with --preset tripclick when absent)
@@ -25,6 +26,7 @@ topic, lake folder and database there.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
 import json
 import os
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_batch import fresh_database
@@ -142,8 +145,19 @@ def pipeline(source: Path, env: dict[str, str], home: Path) -> dict[str, Any]:
     steps["silver"] = Step("silver", ["silver", "--changed"], env).wait()
     steps["marts"] = Step("marts", ["marts", "--changed"], env).wait()
     steps["services_during_silver_and_marts"] = services_during(home, services)
+    for step in ("silver", "marts"):
+        steps[step]["phases_s"] = phase_seconds(env["TRIPFLOW_PG_DSN"], step)
     steps["wall_s"] = round(time.monotonic() - started, 2)
     return steps
+
+
+def phase_seconds(dsn: str, step: str) -> dict[str, float]:
+    """The phase timings the step's last run wrote at the end of its run-log detail."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("select detail from tripflow.run_log where step = %s "
+                           "order by run_id desc limit 1", (step,)).fetchone()
+    found = re.search(r"; timings (\{.*\})$", row[0] or "") if row else None
+    return ast.literal_eval(found.group(1)) if found else {}
 
 
 def bronze_alone(env: dict[str, str], home: Path, lake: Path, records: int) -> dict[str, Any]:

@@ -164,6 +164,12 @@ def test_groups_rebuilt_by_threads_equal_one_group(settings: Settings) -> None:
 
     threaded = run_silver(settings, days, chunk_rows=1, threads=2)
     assert (threaded.commits, threaded.clicks, threaded.duplicates) == (6, 48, 12)
+    # where the time went, summed over the six groups, in the summary and the run log
+    assert list(threaded.timings) == ["undated", "read", "parse", "quarantine", "write"]
+    with psycopg.connect(settings.pg_dsn) as conn:  # type: ignore[arg-type]
+        detail = conn.execute("select detail from tripflow.run_log where step = 'silver' "
+                              "order by run_id desc limit 1").fetchone()[0]
+    assert detail.endswith(f"; timings {threaded.timings}")
     by_threads = lake.open_table(settings, lake.SILVER).to_pyarrow_table().sort_by(
         [("dedup_key", "ascending")])
     shutil.rmtree(lake.table_uri(settings, lake.SILVER))

@@ -157,6 +157,10 @@ class SilverSummary:
     bronze_version: int | None = None
     seconds: float = 0.0
     engine: str = "duckdb"
+    # Seconds per phase: undated (the undated pass), then summed over the groups of dates:
+    # read (bronze files), parse (parse and dedup), quarantine (stored), write (Delta).
+    # With two threads the sums exceed the wall time. The run log keeps them.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def date_range(self) -> str | None:
         return _date_range(self.dates)
@@ -279,7 +283,8 @@ def run_silver(
                 f"{summary.bronze_version}"
                 + (f", U+0000 removed from {summary.nul_removed} records"
                    if summary.nul_removed else "")
-                + (f", {summary.misplaced} MISPLACED clicks" if summary.misplaced else ""))
+                + (f", {summary.misplaced} MISPLACED clicks" if summary.misplaced else "")
+                + f"; timings {summary.timings}")
     return summary
 
 
@@ -293,7 +298,9 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
     options = lake.storage_options(settings)
     bronze_uri = lake.table_uri(settings, lake.BRONZE)
     with psycopg.connect(dsn, autocommit=True) as conn:
+        started = time.monotonic()
         _undated_pass(conn, bronze, bronze_uri, options, summary)
+        _add_timings(summary.timings, {"undated": time.monotonic() - started})
         if not lake.exists(settings, lake.SILVER):
             forget_state(conn, STATE_STEP)
         if explicit is None:
@@ -334,6 +341,7 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
                 summary.quarantined_new += result.quarantined_new
                 summary.misplaced += result.misplaced
                 summary.nul_removed += result.nul_removed
+                _add_timings(summary.timings, result.timings)
                 done += len(group)
                 if on_progress:
                     on_progress(done, len(todo))
@@ -362,26 +370,46 @@ class _GroupResult:
     quarantined_new: int
     misplaced: int
     nul_removed: int
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+
+
+def _add_timings(total: dict[str, float], more: dict[str, float]) -> None:
+    for phase, seconds in more.items():
+        total[phase] = round(total.get(phase, 0.0) + seconds, 3)
 
 
 def _rebuild_group(request: _GroupRequest) -> _GroupResult:
     """Rebuild one group of dates: its bad records to the quarantine (idempotent), then
     its silver rows in one Delta predicate overwrite (atomic). Groups are disjoint sets of
     partitions, so concurrent rebuilds commit without conflicting."""
+    timings: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def tick(phase: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        timings[phase] = now - mark
+        mark = now
+
     rows = lake.read_files(request.bronze_files).to_table(columns=_BRONZE_COLUMNS,
                                                           use_threads=False)
+    tick("read")
     built = build_silver(rows)
     # DuckDB's allocator keeps the parse's freed pages for about a second: handed back
     # now, before the Delta write allocates its own (silver's peak).
     del rows
     release_memory()
+    tick("parse")
     with psycopg.connect(request.dsn, autocommit=True) as conn, conn.transaction():
         new = quarantine.store(conn, built.quarantine)
+    tick("quarantine")
     write_deltalake(request.silver_uri, built.clicks, mode="overwrite",
                     predicate=request.predicate, partition_by=["event_date"],
                     configuration=lake.TABLE_CONFIGURATION, storage_options=request.options)
+    tick("write")
     return _GroupResult(built.rows_in, built.clicks.num_rows, built.duplicates,
-                        built.quarantine.num_rows, new, built.misplaced, built.nul_removed)
+                        built.quarantine.num_rows, new, built.misplaced, built.nul_removed,
+                        timings)
 
 
 @contextmanager
