@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import shutil
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -113,7 +114,7 @@ def test_an_unpartitioned_table_and_a_folder_named_like_a_glob(tmp_path: Path) -
 
 
 def test_files_are_listed_per_table_version_and_identity(
-        table: tuple[DeltaTable, str]) -> None:
+        table: tuple[DeltaTable, str], monkeypatch: pytest.MonkeyPatch) -> None:
     handle, uri = table
     assert len(lake.partition_files(handle)) == 9  # three appends of three partitions
     first = lake.partition_files(DeltaTable(uri, version=0))
@@ -123,6 +124,19 @@ def test_files_are_listed_per_table_version_and_identity(
     write_deltalake(handle, rows(D2, range(300, 304)), mode="append", partition_by=["event_date"])
     assert len(lake.partition_files(handle)) == 10
     assert len(lake.partition_files(DeltaTable(uri, version=2))) == 9
+    # An earlier version, for changed dates, is opened and listed once per process.
+    opened: list[int | None] = []
+
+    class CountedTable(DeltaTable):
+        def __init__(self, *args: Any, version: int | None = None, **kwargs: Any) -> None:
+            opened.append(version)
+            super().__init__(*args, version=version, **kwargs)
+
+    monkeypatch.setattr(lake, "DeltaTable", CountedTable)
+    assert lake.changed_dates(handle, 1) == {D1, D2, None}
+    assert lake.changed_dates(handle, 1) == {D1, D2, None}
+    assert lake.changed_dates(handle, 2) == {D2}
+    assert opened == [1]  # version 2 was listed above
     # A table deleted and created again under the same path: its version 0 is another one.
     shutil.rmtree(uri)
     write_deltalake(uri, rows(D2, range(7)), partition_by=["event_date"])
