@@ -114,7 +114,8 @@ def partition_files(table: DeltaTable) -> tuple[PartitionFile, ...]:
 
 def _listed(table: DeltaTable, version: int,
             list_files: Callable[[], tuple[PartitionFile, ...]]) -> tuple[PartitionFile, ...]:
-    """The files of `version` of the table `table` is (by its id), listed once."""
+    """The files of a version of `table` (the same table: same path and id), listed by
+    `list_files` the first time only."""
     key = (table.table_uri, table.metadata().id, version)
     with _PARTITION_FILES_LOCK:
         files = _PARTITION_FILES.get(key)
