@@ -45,7 +45,7 @@ from tripflow.marts.reconcile import (
     split_by_store,
 )
 from tripflow.memory import BATCH_MMAP_THRESHOLD, bound_process_memory
-from tripflow.processing.runlog import logged_run
+from tripflow.processing.runlog import logged_run, tick
 from tripflow.processing.silver import (
     SILVER_SCHEMA,
     SilverSummary,
@@ -108,12 +108,6 @@ def span(dates: list[dt.date]) -> str:
     if (days[-1] - days[0]).days + 1 == len(days):
         return f"{days[0]}..{days[-1]}"
     return ", ".join(map(str, days))
-
-
-def _tick(timings: dict[str, float], phase: str, since: float) -> float:
-    now = time.monotonic()
-    timings[phase] = round(timings.get(phase, 0.0) + now - since, 3)
-    return now
 
 
 def _groups(dates: list[dt.date], rows: dict[dt.date | None, int],
@@ -258,7 +252,7 @@ def _run(settings: Settings, dsn: str, runner: engines.DuckDBEngine,
     plan = _plan(settings, dsn, explicit, summary, reconcile_days, chunk_rows)
     if plan is None:
         return  # nothing built yet
-    _tick(summary.timings, "plan", mark)
+    tick(summary.timings, "plan", mark)
     minutes, silver_keys = _compute_and_load(settings, runner, plan, summary, on_progress)
     _reconcile_and_mark(settings, runner, plan, summary, minutes, silver_keys,
                         explicit is None, silver_built_from)
@@ -328,14 +322,14 @@ def _stages(settings: Settings, plan: _Plan, summary: MartsSummary, runner: Any
                     _, inserted = replace_dates(conn, mart, group, results[mart],
                                                 first_build=first[mart] is not None)
                     summary.rows_out[mart] += inserted
-                _tick(timings, "load", started)
+                tick(timings, "load", started)
             started = time.monotonic()
             builds = [build for build in first.values() if build is not None]
             for build in builds:
                 build.finish(conn)
             if builds:
-                started = _tick(timings, "index", started)
-        _tick(timings, "commit", started)
+                started = tick(timings, "index", started)
+        tick(timings, "commit", started)
 
     # Each gold table opened once, by this stage's one thread: delta-rs moves a handle on
     # with each write, where writing by URI reads the table's whole log again every time.
@@ -360,7 +354,7 @@ def _stages(settings: Settings, plan: _Plan, summary: MartsSummary, runner: Any
                 write_deltalake(gold_target(mart), results[mart], mode="overwrite",
                                 predicate=predicate, configuration=lake.TABLE_CONFIGURATION,
                                 storage_options=plan.options)
-            _tick(timings, "gold", started)
+            tick(timings, "gold", started)
 
     if getattr(runner, "writes_gold", False):
         return [_Stage("marts-postgres", load_postgres)]
@@ -389,7 +383,7 @@ def _compute_and_load(settings: Settings, runner: engines.DuckDBEngine, plan: _P
                 results = _compute_on_lake(runner, plan, group, summary, minutes, silver_keys)
             else:
                 results = _compute_here(runner, plan, group, summary, minutes, silver_keys)
-            _tick(timings, "compute", mark)
+            tick(timings, "compute", mark)
             for stage in stages:
                 stage.put((group, results))
             done += len(group)
@@ -413,7 +407,7 @@ def _compute_here(runner: engines.DuckDBEngine, plan: _Plan, group: list[dt.date
     rows = _read_silver(plan.silver, plan.silver_uri, group,
                         with_keys=any(d in plan.keyed for d in recent))
     summary.rows_in += rows.num_rows
-    _tick(summary.timings, "read", mark)
+    tick(summary.timings, "read", mark)
     titles = plan.articles.for_documents(rows.column("document_id"))
     results = runner.run(engines.relations(rows, titles), plan.marts, order_by=plan.keys)
     if recent:  # the hot minutes, only for dates the hot marts still keep
@@ -467,7 +461,7 @@ def _reconcile_and_mark(settings: Settings, runner: engines.DuckDBEngine, plan: 
                     pa.concat_tables(silver_keys, promote_options="default")
                     if silver_keys else pa.table({"dedup_key": pa.array([], pa.string())}),
                     window, coverage, plan.expired)
-            _tick(summary.timings, "reconcile", mark)
+            tick(summary.timings, "reconcile", mark)
         elif plan.expired:
             with conn.transaction():
                 conn.execute(f"delete from {PENDING} where event_date = any(%s)",

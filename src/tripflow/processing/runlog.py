@@ -23,6 +23,19 @@ class RunStats:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def tick(timings: dict[str, float], phase: str, since: float) -> float:
+    """Add the seconds from `since` (time.monotonic) to now to `phase`; returns now."""
+    now = time.monotonic()
+    timings[phase] = round(timings.get(phase, 0.0) + now - since, 3)
+    return now
+
+
+def add_timings(total: dict[str, float], more: dict[str, float]) -> None:
+    """Add a part's seconds per phase (a group's, a thread's) to the run's."""
+    for phase, seconds in more.items():
+        total[phase] = round(total.get(phase, 0.0) + seconds, 3)
+
+
 @contextmanager
 def logged_run(dsn: str, step: str, dates: str | None = None) -> Iterator[RunStats]:
     """Record a step run; the caller fills the yielded RunStats as it goes."""

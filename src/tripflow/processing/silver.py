@@ -40,7 +40,7 @@ from tripflow import db, lake
 from tripflow.db import sqlfiles
 from tripflow.memory import BATCH_MMAP_THRESHOLD, bound_process_memory
 from tripflow.processing import quarantine
-from tripflow.processing.runlog import logged_run
+from tripflow.processing.runlog import add_timings, logged_run, tick
 from tripflow.records.parser import ParseResult, parse_batch, release_memory
 from tripflow.records.schema import CLICK_SCHEMA
 from tripflow.settings import Settings
@@ -300,7 +300,7 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
     with psycopg.connect(dsn, autocommit=True) as conn:
         started = time.monotonic()
         _undated_pass(conn, bronze, bronze_uri, options, summary)
-        _add_timings(summary.timings, {"undated": time.monotonic() - started})
+        tick(summary.timings, "undated", started)
         if not lake.exists(settings, lake.SILVER):
             forget_state(conn, STATE_STEP)
         if explicit is None:
@@ -341,7 +341,7 @@ def _run(settings: Settings, dsn: str, explicit: list[dt.date] | None, summary: 
                 summary.quarantined_new += result.quarantined_new
                 summary.misplaced += result.misplaced
                 summary.nul_removed += result.nul_removed
-                _add_timings(summary.timings, result.timings)
+                add_timings(summary.timings, result.timings)
                 done += len(group)
                 if on_progress:
                     on_progress(done, len(todo))
@@ -373,40 +373,28 @@ class _GroupResult:
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
 
 
-def _add_timings(total: dict[str, float], more: dict[str, float]) -> None:
-    for phase, seconds in more.items():
-        total[phase] = round(total.get(phase, 0.0) + seconds, 3)
-
-
 def _rebuild_group(request: _GroupRequest) -> _GroupResult:
     """Rebuild one group of dates: its bad records to the quarantine (idempotent), then
     its silver rows in one Delta predicate overwrite (atomic). Groups are disjoint sets of
     partitions, so concurrent rebuilds commit without conflicting."""
     timings: dict[str, float] = {}
     mark = time.monotonic()
-
-    def tick(phase: str) -> None:
-        nonlocal mark
-        now = time.monotonic()
-        timings[phase] = now - mark
-        mark = now
-
     rows = lake.read_files(request.bronze_files).to_table(columns=_BRONZE_COLUMNS,
                                                           use_threads=False)
-    tick("read")
+    mark = tick(timings, "read", mark)
     built = build_silver(rows)
     # DuckDB's allocator keeps the parse's freed pages for about a second: handed back
     # now, before the Delta write allocates its own (silver's peak).
     del rows
     release_memory()
-    tick("parse")
+    mark = tick(timings, "parse", mark)
     with psycopg.connect(request.dsn, autocommit=True) as conn, conn.transaction():
         new = quarantine.store(conn, built.quarantine)
-    tick("quarantine")
+    mark = tick(timings, "quarantine", mark)
     write_deltalake(request.silver_uri, built.clicks, mode="overwrite",
                     predicate=request.predicate, partition_by=["event_date"],
                     configuration=lake.TABLE_CONFIGURATION, storage_options=request.options)
-    tick("write")
+    tick(timings, "write", mark)
     return _GroupResult(built.rows_in, built.clicks.num_rows, built.duplicates,
                         built.quarantine.num_rows, new, built.misplaced, built.nul_removed,
                         timings)
