@@ -92,6 +92,29 @@ def test_a_lost_silver_file_fails_the_daily_totals_check(built: Settings) -> Non
     assert ("gold.daily_totals_match_silver", day, "fail") in statuses
 
 
+def test_footers_are_read_only_for_the_counts_a_check_uses(
+        built: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bronze's and silver's checks scan the files (DuckDB) without reading their footers
+    first; only gold's totals check counts rows from silver's footers."""
+    import pyarrow.parquet as pq
+
+    from tripflow.quality import checks
+
+    opened: list[str] = []
+
+    class CountingParquetFile(pq.ParquetFile):
+        def __init__(self, source, *args, **kwargs):  # type: ignore[no-untyped-def]
+            opened.append(str(getattr(source, "path", source)))
+            super().__init__(source, *args, **kwargs)
+
+    monkeypatch.setattr(checks.pq, "ParquetFile", CountingParquetFile)
+    report = run_quality(built, layers=["bronze", "silver"])
+    assert report.failed == [] and opened == []
+    report = run_quality(built, layers=["gold"])
+    silver_files = sorted((Path(built.lake) / "silver" / "clicks").rglob("*.parquet"))
+    assert report.failed == [] and len(opened) == len(silver_files) > 0
+
+
 def test_changed_checks_only_what_silver_changed_since_the_last_changed_run(
         built: Settings) -> None:
     first = run_quality(built, changed=True)
