@@ -74,3 +74,41 @@ def test_batch_size_defaults_are_the_library_defaults() -> None:
     assert option_default(batch.bronze, "batch_rows") == run_bronze_default == 100_000
     assert option_default(batch.silver, "chunk_rows") == silver.CHUNK_ROWS == 100_000
     assert option_default(batch.marts, "chunk_rows") == marts_run.CHUNK_ROWS == 400_000
+
+
+def _leave_probe(body: str) -> subprocess.CompletedProcess[str]:
+    """A Python process that registers an exit handler, writes unflushed output, runs
+    `body` and then calls main.leave(3)."""
+    probe = (
+        "import atexit, sys, threading, time\n"
+        "from tripflow.cli.main import leave\n"
+        "atexit.register(lambda: print('handler ran'))\n"
+        "sys.stdout.write('unflushed;')\n"
+        f"{body}\n"
+        "leave(3)\n"
+    )
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_leave_runs_the_exit_handlers_and_flushes_before_it_ends_the_process() -> None:
+    done = _leave_probe("pass")
+    assert done.returncode == 3
+    assert done.stdout == "unflushed;handler ran\n"
+
+
+def test_leave_waits_for_a_thread_still_at_work() -> None:
+    done = _leave_probe(
+        "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done;'))).start()")
+    assert done.returncode == 3
+    assert done.stdout == "unflushed;thread done;\nhandler ran\n"
+
+
+def test_the_command_line_ends_with_the_command_s_exit_code() -> None:
+    for args, code in ((["--help"], 0), (["silver", "--dates", "nope"], 2), (["nosuch"], 2)):
+        done = subprocess.run([sys.executable, "-m", "tripflow", *args], capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert done.returncode == code, (args, done.stdout, done.stderr)
+    assert "Usage: tripflow" in subprocess.run(
+        [sys.executable, "-m", "tripflow", "--help"], capture_output=True, text=True,
+        timeout=60).stdout
