@@ -112,3 +112,11 @@ def test_the_command_line_ends_with_the_command_s_exit_code() -> None:
     assert "Usage: tripflow" in subprocess.run(
         [sys.executable, "-m", "tripflow", "--help"], capture_output=True, text=True,
         timeout=60).stdout
+
+
+def test_a_profiled_command_still_gets_its_report() -> None:
+    """Under a profiler `leave` exits as usual, so the profiler's report is printed."""
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-m", "tripflow", "--help"],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0 and "Usage: tripflow" in done.stdout
+    assert "function calls" in done.stdout

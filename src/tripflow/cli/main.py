@@ -156,12 +156,14 @@ def leave(code: int | str | None) -> NoReturn:
     other thread of ours is still running, the exit handlers run (logging, multiprocessing,
     every `atexit` hook), the output is flushed, and the process ends at once: files and
     connections are closed by the commands themselves, and the operating system releases
-    the rest. Otherwise Python exits as usual, waiting for those threads."""
+    the rest. Otherwise (or under a profiler or debugger) Python exits as usual."""
     if code is None:
         code = 0
     busy = any(t.is_alive() and not t.daemon for t in threading.enumerate()
                if t is not threading.main_thread())
-    if busy or not isinstance(code, int):
+    # A profiler, coverage or a debugger running the command reports after it returns.
+    watched = sys.gettrace() is not None or sys.getprofile() is not None
+    if busy or watched or not isinstance(code, int):
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
