@@ -80,8 +80,12 @@ def _leave_probe(body: str) -> subprocess.CompletedProcess[str]:
     """A Python process that registers an exit handler, writes unflushed output, runs
     `body` and then calls main.leave(3)."""
     probe = (
-        "import atexit, sys, threading, time\n"
+        "import atexit, os, sys, threading, time\n"
         "from tripflow.cli.main import leave\n"
+        "class Teardown:\n"
+        "    def __del__(self):\n"
+        "        os.write(1, b'teardown;')\n"
+        "kept = Teardown()  # deleted only by the interpreter's teardown\n"
         "atexit.register(lambda: print('handler ran'))\n"
         "sys.stdout.write('unflushed;')\n"
         f"{body}\n"
@@ -91,17 +95,24 @@ def _leave_probe(body: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
-def test_leave_runs_the_exit_handlers_and_flushes_before_it_ends_the_process() -> None:
+def test_leave_runs_the_exit_handlers_and_flushes_then_skips_the_teardown() -> None:
     done = _leave_probe("pass")
     assert done.returncode == 3
-    assert done.stdout == "unflushed;handler ran\n"
+    assert done.stdout == "unflushed;handler ran\n"  # no "teardown;"
 
 
 def test_leave_waits_for_a_thread_still_at_work() -> None:
     done = _leave_probe(
         "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done;'))).start()")
     assert done.returncode == 3
-    assert done.stdout == "unflushed;thread done;\nhandler ran\n"
+    assert done.stdout == "unflushed;thread done;\nhandler ran\nteardown;"  # as usual
+
+
+def test_leave_with_stdout_closed_keeps_the_exit_code() -> None:
+    probe = "from tripflow.cli.main import leave\nleave(3)\n"
+    done = subprocess.run(["sh", "-c", 'exec "$0" -c "$1" >&-', sys.executable, probe],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
 
 
 def test_the_command_line_ends_with_the_command_s_exit_code() -> None:

@@ -161,12 +161,21 @@ def leave(code: int | str | None) -> NoReturn:
         code = 0
     busy = any(t.is_alive() and not t.daemon for t in threading.enumerate()
                if t is not threading.main_thread())
-    # A profiler, coverage or a debugger running the command reports after it returns.
-    watched = sys.gettrace() is not None or sys.getprofile() is not None
-    if busy or watched or not isinstance(code, int):
+    if busy or _watched() or not isinstance(code, int):
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`… | head`)
-            stream.flush()
+        if stream is not None:  # None: started with that descriptor closed
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe (`… | head`)
+                stream.flush()
     os._exit(code)
+
+
+def _watched() -> bool:
+    """A profiler, coverage or a debugger runs this process: it reports after the command
+    returns. (`sys.monitoring`, from Python 3.12, is what cProfile and coverage use there.)"""
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(
+        monitoring.get_tool(tool) is not None for tool in range(6))
