@@ -72,7 +72,7 @@ def test_batch_size_defaults_are_the_library_defaults() -> None:
 
     run_bronze_default = inspect.signature(bronze.run_bronze).parameters["max_batch_rows"].default
     assert option_default(batch.bronze, "batch_rows") == run_bronze_default == 100_000
-    assert option_default(batch.silver, "chunk_rows") == silver.CHUNK_ROWS == 100_000
+    assert option_default(batch.silver, "chunk_rows") == silver.CHUNK_ROWS == 80_000
     assert option_default(batch.marts, "chunk_rows") == marts_run.CHUNK_ROWS == 400_000
 
 

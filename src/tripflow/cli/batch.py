@@ -150,7 +150,7 @@ def silver(
     changed: bool = typer.Option(False, "--changed",
                                  help="Rebuild the dates bronze changed since the last "
                                       "--changed run (the default)."),
-    chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1,
+    chunk_rows: int = typer.Option(80_000, "--chunk-rows", min=1,
                                    help="Dates are rebuilt in groups of about this many bronze "
                                         "rows (one parse, one atomic Delta commit each)."),
     engine: str | None = engine_option(),
