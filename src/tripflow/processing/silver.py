@@ -61,7 +61,7 @@ _BRONZE_COLUMNS = ["topic", "partition", "offset", "kafka_timestamp", "value", "
 # Measured at full scale (5.37 M rows, two threads, pyarrow on jemalloc): 100 k rows a
 # group peaked at 1.23 GB in 42.5 s, 75 k at 1.06 GB in 45.4 s, 50 k at 0.99 GB in 51.5 s
 # (two worker processes with 150 k: 2.57 GB in 49.5 s). With glibc's malloc for Arrow
-# (tripflow.memory), 100 k rows a group peaked at 870–1,020 MiB (spread over 6 runs: over
+# (tripflow.memory), 100 k rows a group peaked at 870–1,020 MiB (spread over 8 runs: over
 # 1 GB at times), 80 k at 804–812 MiB for 1–2 % more time.
 _SQL = sqlfiles.queries("processing", "silver.sql")
 CHUNK_ROWS = 80_000

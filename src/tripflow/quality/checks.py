@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import duckdb
@@ -99,7 +99,7 @@ class LakeFiles:
 
     files: lake.FileSet
     filesystem: pafs.FileSystem
-    missing: list[str] = field(default_factory=list)
+    missing: list[str]
 
     @cached_property
     def rows(self) -> dict[dt.date | None, int]:
