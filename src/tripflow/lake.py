@@ -309,7 +309,9 @@ def duckdb_view(connection: duckdb.DuckDBPyConnection, name: str, files: FileSet
     if paths is None:
         connection.register(name, read_files(files))
     else:
-        _read_parquet(connection, paths, files.partitioned).create_view(name)
+        # registered, not a view: a view would be shared by every connection of the
+        # database (tripflow.duck)
+        connection.register(name, _read_parquet(connection, paths, files.partitioned))
 
 
 def read_columns(files: FileSet, columns: list[str]) -> pa.Table:
@@ -318,9 +320,9 @@ def read_columns(files: FileSet, columns: list[str]) -> pa.Table:
     paths = _hive_paths(files)
     if paths is None:
         return read_files(files).to_table(columns=columns, use_threads=False)
-    import duckdb  # here: most commands that use the lake never need it
+    from tripflow import duck  # here: most commands that use the lake never need DuckDB
 
-    with duckdb.connect(config={"threads": 1}) as connection:
+    with duck.connect(threads=1) as connection:
         table = _read_parquet(connection, paths, files.partitioned, columns).to_arrow_table()
     return table.cast(pa.schema([files.schema.field(name) for name in columns]))
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tripflow import duck
 from tripflow.db import sqlfiles
 from tripflow.settings import Settings
 
@@ -96,8 +96,7 @@ class DuckDBEngine:
             order_by: dict[str, list[str]] | None = None) -> dict[str, pa.Table]:
         """Each query's result; `order_by` sorts a result (the engine's doing, not the
         SQL's): rows in primary-key order make PostgreSQL's index inserts sequential."""
-        connection = duckdb.connect(config={"threads": self.threads})
-        connection.execute("SET enable_progress_bar = false")  # no bar on the user's terminal
+        connection = duck.connect(self.threads)
         try:
             for name, table in rel.as_dict().items():
                 connection.register(name, table)

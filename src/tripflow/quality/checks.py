@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tripflow import lake
+from tripflow import duck, lake
 from tripflow.settings import Settings
 
 LAYERS = ("bronze", "silver", "gold", "hot")
@@ -161,7 +161,7 @@ def _duck(**tables: pa.Table | LakeFiles) -> duckdb.DuckDBPyConnection:
     """A private DuckDB connection with these Arrow tables, or the present files of a lake
     table, by name. DuckDB scans the files in streamed batches, reading only the columns a
     query names (never the whole table in memory at once)."""
-    connection = duckdb.connect()
+    connection = duck.connect()
     for name, table in tables.items():
         if isinstance(table, LakeFiles):
             lake.duckdb_view(connection, name, table.files)

@@ -56,6 +56,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tripflow import duck
 from tripflow.records import rules
 from tripflow.records.areas import normalise_area_column
 from tripflow.records.dedup import dedup_keys
@@ -275,9 +276,8 @@ def _connection() -> duckdb.DuckDBPyConnection:
     connection = getattr(_local, "connection", None)
     if connection is None or _local.pid != os.getpid():
         # One thread: parallelism comes from running one parser per partition/date.
-        connection = duckdb.connect(config={"threads": 1})
-        connection.execute("set enable_progress_bar = false")  # no bar on stderr in a worker
-        connection.execute(_MACROS)
+        connection = duck.connect(threads=1)
+        connection.execute(_MACROS)  # temporary macros: this connection's own
         _local.connection, _local.pid = connection, os.getpid()
     return connection
 
