@@ -213,8 +213,9 @@ def main() -> None:
     home = base.home_dir
     figures["full"] = pipeline(args.data, env, home)
     last = max(dt.date.fromisoformat(day) for day in manifest.days)
-    figures["incremental_day"] = pipeline(next_day(args.data, last), env, home)
-    day_text = (last + dt.timedelta(days=1)).isoformat()
+    day_file = next_day(args.data, last)
+    figures["incremental_day"] = pipeline(day_file, env, home)
+    day_text = day_file.stem  # the day the file holds (YYYY-MM-DD.json)
     figures["incremental_day"]["backfill_one_process"] = Step(
         "backfill", ["backfill", "--from", day_text, "--to", day_text], env).wait()
     figures["bronze_alone"] = bronze_alone(env, home, home / f"lake-{run_id}-bronze-alone",

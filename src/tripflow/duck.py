@@ -30,6 +30,7 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
         database = _databases.get(key)
         if database is None:
             database = duckdb.connect(config={} if threads is None else {"threads": threads})
-            database.execute("set enable_progress_bar = false")  # no bar on the terminal
             _databases[key] = database
-        return database.cursor()
+        connection = database.cursor()
+    connection.execute("set enable_progress_bar = false")  # each connection's own setting
+    return connection
