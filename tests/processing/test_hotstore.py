@@ -15,7 +15,7 @@ import pytest
 from tests.kits import hot_reference as ref
 from tests.kits.hot_checks import assert_marts_equal, expected_marts, read_marts
 from tests.kits.hot_data import burst, dataset, parsed, session_id
-from tripflow.processing.hotstore import HotOptions, HotStore, PartitionEnd
+from tripflow.processing.hotstore import HotOptions, HotStore, PartitionEnd, stage_csv
 
 WIDE = HotOptions(horizon=timedelta(hours=96))  # nothing is late for hot in these tests
 
@@ -125,9 +125,16 @@ def test_late_for_hot_pruning_and_retention(pg_dsn: str) -> None:
     # clock 2016-06-04T12:00:02: 06-02T12:00:02 is the horizon
     late = burst(s2, "2016-06-02T11:00:00", 2, 60, document=9)  # older: late for hot
     kept = burst(s2, "2016-06-02T13:00:00", 2, 60, document=11)  # within 48 h
-    result = store.commit_batch(parsed(late + kept, 0, offset), records=4,
-                                ends={0: PartitionEnd(offset + 4, "x")}, expected={0: offset})
+    # staged by the caller, as the stream worker does: the late clicks are in the COPY
+    batch = parsed(late + kept, 0, offset)
+    result = store.commit_batch(batch, records=4, ends={0: PartitionEnd(offset + 4, "x")},
+                                expected={0: offset}, staged=stage_csv(batch.clicks))
     assert result.committed and result.counts.late == 2 and result.counts.new == 2
+    assert result.counts.duplicates == 0
+    with psycopg.connect(pg_dsn) as conn:  # only the two clicks within the horizon
+        assert conn.execute(
+            "select count(*), min(event_ts) >= timestamptz '2016-06-02T12:00:02Z' "
+            "from tripflow.hot_clicks where session_id = %s", (s2,)).fetchone() == (2, True)
     offset += 4
     assert store.prune_due()
     dropped = store.prune()

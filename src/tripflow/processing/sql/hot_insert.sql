@@ -1,4 +1,5 @@
--- Insert the staged clicks that are not stored yet; keep the new ones in hot_new.
+-- Insert the staged clicks that are not stored yet and not late for hot (event time before
+-- the threshold, epoch ms: the caller counts those as late); keep the new ones in hot_new.
 -- Sorted by key so that two workers inserting overlapping keys lock them in the same order
 -- (no deadlock); among copies of one click the first by (partition, offset) wins, as in
 -- silver. Event time is built from integer milliseconds: exact, no float or text step.
@@ -14,6 +15,7 @@ with inserted as (
            kafka_partition,
            kafka_offset
     from hot_stage
+    where event_ms >= %(threshold_ms)s
     order by dedup_key, event_ms, kafka_partition, kafka_offset
     on conflict do nothing
     returning dedup_key, event_ts, session_id, document_id, clinical_areas
