@@ -5,9 +5,9 @@ transaction per micro-batch that makes the hot path exactly once.
   1. lock the batch's partitions' offset rows and check they still hold the offsets this
      worker started from (fencing: after a rebalance, or a commit whose outcome was lost
      with the connection, another worker or an earlier attempt may have stored them);
-  2. drop clicks older than clock - horizon ("late for hot": the batch path counts them),
-     COPY the rest into a staging table and `INSERT … ON CONFLICT DO NOTHING` them into
-     `tripflow.hot_clicks`, sorted by key; the rows really added go to `hot_new`;
+  2. COPY the clicks into a staging table and `INSERT … ON CONFLICT DO NOTHING` them into
+     `tripflow.hot_clicks`, sorted by key, all but those older than clock - horizon ("late
+     for hot": counted, and left to the batch path); the rows really added go to `hot_new`;
   3. store the quarantined records (same table and function as the batch path);
   4. store the new offsets;
   5. under a transaction-level advisory lock: advance the clock and totals, and refresh the
@@ -374,7 +374,7 @@ class HotStore:
                 with conn.cursor() as cur:
                     # Every click is staged, late ones too (the insert skips them): most
                     # batches hold a few late clicks, and staging the rest again here, on
-                    # the writer thread that bounds the throughput, cost ≈ 30 ms a batch.
+                    # the writer thread, cost ≈ 55 ms a batch (bench_stream's copy step).
                     with cur.copy(_BATCH_COPY) as copy:
                         copy.write(staged if staged is not None else stage_csv(clicks))
                     lap("copy")
