@@ -6,7 +6,7 @@ to use in another thread) and costs well under 1 ms. A one-day batch step used t
 four or five databases (the marts' engine, its reads, each quality check): ≈ 0.1 s of a
 command that takes about one.
 
-The parser keeps its own connection per thread (its macros live in its database).
+The parser keeps one connection per thread: its macros are temporary, that connection's own.
 """
 
 from __future__ import annotations

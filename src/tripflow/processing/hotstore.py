@@ -369,8 +369,8 @@ class HotStore:
 
             threshold_ms = self._threshold_ms(clock)
             counts.late = int((event_ms < threshold_ms).sum())
-            to_store = clicks.num_rows - counts.late
-            if to_store:
+            in_time = clicks.num_rows - counts.late  # the clicks the insert considers
+            if in_time:
                 with conn.cursor() as cur:
                     # Every click is staged, late ones too (the insert skips them): most
                     # batches hold a few late clicks, and staging the rest again here, on
@@ -381,7 +381,7 @@ class HotStore:
                     cur.execute(_SQL["hot_insert"][0], {"threshold_ms": threshold_ms})
                     counts.new = max(cur.rowcount, 0)
                 lap("insert")
-            counts.duplicates = to_store - counts.new
+            counts.duplicates = in_time - counts.new
             quarantine.store(conn, parsed.quarantine)
             counts.quarantined = parsed.quarantine.num_rows
             counts.nul_removed = parsed.nul_removed
