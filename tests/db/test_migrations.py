@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psycopg
 import pytest
 
 from tripflow import db
+from tripflow.services import Endpoints
 
 # spec/marts.md: table → (columns in order, primary key columns in order)
 MARTS = {
@@ -107,3 +110,52 @@ def test_reader_can_select_marts_but_not_write(pg_dsn: str) -> None:
             conn.execute("create table public.sneaky (x int)")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("select * from tripflow.schema_migrations")
+
+
+HOT_INSERT = """insert into tripflow.hot_clicks (dedup_key, event_ts, session_id, document_id,
+                                                kafka_partition, kafka_offset)
+                values (%s, %s, 's1', 7, 0, %s) on conflict do nothing"""
+
+
+@pytest.fixture
+def blank_dsn(endpoints: Endpoints, test_id: str) -> Iterator[str]:
+    """A new, empty database for this test; dropped afterwards."""
+    name = f"t_{test_id}"
+    with psycopg.connect(endpoints.pg_dsn, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    yield f"{endpoints.pg_dsn.rpartition('/')[0]}/{name}"
+    with psycopg.connect(endpoints.pg_dsn, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+def test_hot_store_rekeyed_on_event_time_keeps_its_clicks_and_dedup(
+        blank_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """0021 re-keys a populated hot store from (dedup_key, event_ts) to (event_ts,
+    dedup_key) and drops the event_ts index the key now replaces."""
+    every = db.migrations()
+    monkeypatch.setattr(db, "migrations", lambda: [m for m in every if m.version < 21])
+    db.migrate(blank_dsn)
+    with psycopg.connect(blank_dsn, autocommit=True) as conn:
+        conn.execute("create table tripflow.hot_clicks_p20160101 partition of "
+                     "tripflow.hot_clicks for values from ('2016-01-01') to ('2016-01-02')")
+        for key, ts, offset in [("a1", "2016-01-01 10:00Z", 1), ("b2", "2016-01-01 09:00Z", 2),
+                                ("a1", "2016-01-01 10:00Z", 3)]:
+            conn.execute(HOT_INSERT, (key, ts, offset))
+    monkeypatch.setattr(db, "migrations", lambda: every)
+
+    assert db.migrate(blank_dsn) == ["0021_hot_clicks_time_key.sql"]
+    with psycopg.connect(blank_dsn, autocommit=True) as conn:
+        conn.execute("set timezone = 'UTC'")
+        indexes = dict(conn.execute(
+            "select indexname, indexdef from pg_indexes where tablename = 'hot_clicks_p20160101'"
+        ).fetchall())
+        assert sorted(indexes) == ["hot_clicks_p20160101_pkey",
+                                   "hot_clicks_p20160101_session_id_event_ts_idx"]
+        assert indexes["hot_clicks_p20160101_pkey"].endswith("btree (event_ts, dedup_key)")
+        # the same click again is still one row; another time under the same key is another
+        conn.execute(HOT_INSERT, ("a1", "2016-01-01 10:00Z", 4))
+        conn.execute(HOT_INSERT, ("a1", "2016-01-01 11:00Z", 5))
+        rows = conn.execute("select dedup_key, event_ts::text, kafka_offset "
+                            "from tripflow.hot_clicks order by kafka_offset").fetchall()
+    assert rows == [("a1", "2016-01-01 10:00:00+00", 1), ("b2", "2016-01-01 09:00:00+00", 2),
+                    ("a1", "2016-01-01 11:00:00+00", 5)]

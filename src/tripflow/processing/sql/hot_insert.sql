@@ -1,7 +1,8 @@
 -- Insert the staged clicks that are not stored yet and not late for hot (event time before
 -- the threshold, epoch ms: the caller counts those as late); keep the new ones in hot_new.
--- Sorted by key so that two workers inserting overlapping keys lock them in the same order
--- (no deadlock); among copies of one click the first by (partition, offset) wins, as in
+-- Sorted in the key's order, (event time, dedup key), so that two workers inserting
+-- overlapping keys lock them in the same order (no deadlock) and the index is filled from
+-- left to right; among copies of one click the first by (partition, offset) wins, as in
 -- silver. Event time is built from integer milliseconds: exact, no float or text step.
 with inserted as (
     insert into tripflow.hot_clicks (dedup_key, event_ts, session_id, document_id, title,
@@ -16,7 +17,7 @@ with inserted as (
            kafka_offset
     from hot_stage
     where event_ms >= %(threshold_ms)s
-    order by dedup_key, event_ms, kafka_partition, kafka_offset
+    order by event_ms, dedup_key, kafka_partition, kafka_offset
     on conflict do nothing
     returning dedup_key, event_ts, session_id, document_id, clinical_areas
 )
