@@ -147,8 +147,8 @@ HOT_COLUMNS = ["dedup_key", "event_ts", "session_id", "document_id", "title",
                "clinical_areas", "partition", "offset"]
 
 
-# The insert's lock order (hot_insert.sql sorts by it too).
-_INSERT_ORDER = [("dedup_key", "ascending"), ("event_ts", "ascending"),
+# The insert's lock order, the hot store key's (hot_insert.sql sorts by it too).
+_INSERT_ORDER = [("event_ts", "ascending"), ("dedup_key", "ascending"),
                  ("partition", "ascending"), ("offset", "ascending")]
 
 
