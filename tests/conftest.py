@@ -127,16 +127,21 @@ def test_id() -> str:
 
 
 @pytest.fixture
-def pg_dsn(endpoints: Endpoints, test_id: str) -> Iterator[str]:
-    """A fresh, migrated database for this test; dropped afterwards."""
+def blank_pg_dsn(endpoints: Endpoints, test_id: str) -> Iterator[str]:
+    """A fresh, empty database for this test (not migrated); dropped afterwards."""
     name = f"t_{test_id}"
     with psycopg.connect(endpoints.pg_dsn, autocommit=True) as conn:
         conn.execute(f'create database "{name}"')
-    dsn = _database_dsn(endpoints.pg_dsn, name)
-    db.migrate(dsn)
-    yield dsn
+    yield _database_dsn(endpoints.pg_dsn, name)
     with psycopg.connect(endpoints.pg_dsn, autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def pg_dsn(blank_pg_dsn: str) -> str:
+    """A fresh, migrated database for this test; dropped afterwards."""
+    db.migrate(blank_pg_dsn)
+    return blank_pg_dsn
 
 
 @pytest.fixture

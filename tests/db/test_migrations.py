@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import datetime as dt
 
 import psycopg
 import pytest
 
 from tripflow import db
-from tripflow.services import Endpoints
+from tripflow.processing.hotstore import HotStore
 
 # spec/marts.md: table → (columns in order, primary key columns in order)
 MARTS = {
@@ -117,25 +117,20 @@ HOT_INSERT = """insert into tripflow.hot_clicks (dedup_key, event_ts, session_id
                 values (%s, %s, 's1', 7, 0, %s) on conflict do nothing"""
 
 
-@pytest.fixture
-def blank_dsn(endpoints: Endpoints, test_id: str) -> Iterator[str]:
-    """A new, empty database for this test; dropped afterwards."""
-    name = f"t_{test_id}"
-    with psycopg.connect(endpoints.pg_dsn, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    yield f"{endpoints.pg_dsn.rpartition('/')[0]}/{name}"
-    with psycopg.connect(endpoints.pg_dsn, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
+def _indexes(conn: psycopg.Connection, table: str) -> dict[str, str]:
+    return dict(conn.execute("select indexname, indexdef from pg_indexes where tablename = %s",
+                             (table,)).fetchall())
 
 
 def test_hot_store_rekeyed_on_event_time_keeps_its_clicks_and_dedup(
-        blank_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        blank_pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """0021 re-keys a populated hot store from (dedup_key, event_ts) to (event_ts,
-    dedup_key) and drops the event_ts index the key now replaces."""
+    dedup_key) and drops the event_ts index the key now replaces; a day partition the
+    stream worker creates afterwards gets the same indexes."""
     every = db.migrations()
     monkeypatch.setattr(db, "migrations", lambda: [m for m in every if m.version < 21])
-    db.migrate(blank_dsn)
-    with psycopg.connect(blank_dsn, autocommit=True) as conn:
+    db.migrate(blank_pg_dsn)
+    with psycopg.connect(blank_pg_dsn, autocommit=True) as conn:
         conn.execute("create table tripflow.hot_clicks_p20160101 partition of "
                      "tripflow.hot_clicks for values from ('2016-01-01') to ('2016-01-02')")
         for key, ts, offset in [("a1", "2016-01-01 10:00Z", 1), ("b2", "2016-01-01 09:00Z", 2),
@@ -143,12 +138,10 @@ def test_hot_store_rekeyed_on_event_time_keeps_its_clicks_and_dedup(
             conn.execute(HOT_INSERT, (key, ts, offset))
     monkeypatch.setattr(db, "migrations", lambda: every)
 
-    assert db.migrate(blank_dsn) == ["0021_hot_clicks_time_key.sql"]
-    with psycopg.connect(blank_dsn, autocommit=True) as conn:
+    assert db.migrate(blank_pg_dsn) == ["0021_hot_clicks_time_key.sql"]
+    with psycopg.connect(blank_pg_dsn, autocommit=True) as conn:
         conn.execute("set timezone = 'UTC'")
-        indexes = dict(conn.execute(
-            "select indexname, indexdef from pg_indexes where tablename = 'hot_clicks_p20160101'"
-        ).fetchall())
+        indexes = _indexes(conn, "hot_clicks_p20160101")
         assert sorted(indexes) == ["hot_clicks_p20160101_pkey",
                                    "hot_clicks_p20160101_session_id_event_ts_idx"]
         assert indexes["hot_clicks_p20160101_pkey"].endswith("btree (event_ts, dedup_key)")
@@ -159,3 +152,13 @@ def test_hot_store_rekeyed_on_event_time_keeps_its_clicks_and_dedup(
                             "from tripflow.hot_clicks order by kafka_offset").fetchall()
     assert rows == [("a1", "2016-01-01 10:00:00+00", 1), ("b2", "2016-01-01 09:00:00+00", 2),
                     ("a1", "2016-01-01 11:00:00+00", 5)]
+    store = HotStore(blank_pg_dsn, "t")
+    try:
+        store.ensure_partitions([dt.date(2016, 1, 2)])
+    finally:
+        store.close()
+    with psycopg.connect(blank_pg_dsn) as conn:
+        indexes = _indexes(conn, "hot_clicks_p20160102")
+    assert sorted(indexes) == ["hot_clicks_p20160102_pkey",
+                               "hot_clicks_p20160102_session_id_event_ts_idx"]
+    assert indexes["hot_clicks_p20160102_pkey"].endswith("btree (event_ts, dedup_key)")
