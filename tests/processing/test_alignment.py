@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pyarrow as pa
 
-from tripflow.processing.alignment import PartitionBuffers, event_ms
+from tripflow.processing.alignment import PartitionBuffers, event_ms, event_times
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -30,6 +33,42 @@ def test_event_time_is_read_from_the_raw_record() -> None:
     assert event_ms(b'{"DateCreated": "/Date(915148800000)/"}', None) is None  # before 2000
     # more than a day after it was read: will be quarantined, must not move anything
     assert event_ms(b'{"DateCreated": "/Date(4102444800000)/"}', 1451606501933) is None
+
+
+SAMPLE_LINES = (Path(__file__).resolve().parents[3]
+                / "shared/data/tripclick_sample_2016-01-01.jsonl").read_bytes().splitlines()
+NO_TIME = -(2**62)
+
+
+def test_event_times_of_a_fetch_are_event_ms_of_each_record() -> None:
+    """The vectorised pass gives, record by record, what event_ms gives."""
+    read = 1451606501933 + 3_600_000  # an hour after the samples' clicks
+    odd = [
+        b'{"DateCreated": "/Date(915148800000)/"}',  # fixed shape, before 2000
+        b'{"DateCreated": "/Date(4102444800000)/", "SessionId": "x"}',  # fixed, in the future
+        b'{"DateCreated":"\\/Date(1451606501933)\\/"}',  # escaped slashes
+        b'{"SessionId": "x", "DateCreated": "/Date(1451606501000)/"}',  # not the first key
+        b'{"DateCreated": "/Date(14516065019330)/"}',  # 14 digits: not the fixed shape
+        b'{"DateCreated": "/Date(145160650193x)/"}',  # not digits
+        b'{"DateCreated": "/Date(1451606501933)/',  # cut right after the value
+        b'{"DateCreated": "/Date(1451606501933)',  # too short for the fixed shape
+        b"", None, b"\xff\xfe{",
+    ]
+    values = SAMPLE_LINES + odd
+    # every read time: a normal one, none (Kafka's -1), and one before the click
+    for read_ms in (read, -1, 1451606501933 - 2 * 86_400_000):
+        stamps = np.full(len(values), read_ms, np.int64)
+        got = event_times(pa.array(values, pa.binary()), stamps)
+        want = [event_ms(v, read_ms) for v in values]
+        assert [None if t == NO_TIME else int(t) for t in got] == want
+    # the samples all took the vectorised path and all have a time
+    assert NO_TIME not in event_times(pa.array(SAMPLE_LINES, pa.binary()),
+                                      np.full(len(SAMPLE_LINES), read, np.int64)).tolist()
+    # a slice of a larger array (an offset into its buffers) reads the right rows
+    sliced = pa.array([b"x"] + values, pa.binary()).slice(1)
+    assert (event_times(sliced, np.full(len(values), read, np.int64)) ==
+            event_times(pa.array(values, pa.binary()), np.full(len(values), read, np.int64))
+            ).all()
 
 
 def test_a_partition_ahead_waits_for_the_others() -> None:

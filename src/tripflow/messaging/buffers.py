@@ -17,9 +17,8 @@ import pyarrow.compute as pc
 class Buffers(Protocol):
     capacity: int  # records per partition before it is paused at the broker
 
-    def add(self, rows: pa.Table, values: list[bytes | None], stamps: list[int]) -> None:
-        """Append fetched records (RECORD_SCHEMA rows; their values and Kafka timestamps
-        as Python lists, already made)."""
+    def add(self, rows: pa.Table) -> None:
+        """Append fetched records (RECORD_SCHEMA rows)."""
 
     def size(self, partition: int | None = None) -> int: ...
 
@@ -42,7 +41,7 @@ class FifoBuffers:
         self.chunks: list[pa.Table] = []
         self._size = 0
 
-    def add(self, rows: pa.Table, values: list[bytes | None], stamps: list[int]) -> None:
+    def add(self, rows: pa.Table) -> None:
         if rows.num_rows:
             self.chunks.append(rows)
             self._size += rows.num_rows

@@ -493,17 +493,17 @@ class ExactlyOnceConsumer:
         # map() over the C methods: the per-record cost that bounds throughput.
         partitions = np.fromiter(map(Message.partition, msgs), np.int32, n)
         offsets = np.fromiter(map(Message.offset, msgs), np.int64, n)
-        stamps = list(map(itemgetter(1), map(Message.timestamp, msgs)))
-        values = list(map(Message.value, msgs))
+        stamps = np.fromiter(map(itemgetter(1), map(Message.timestamp, msgs)), np.int64, n)
         rows = pa.Table.from_arrays(
-            [pa.array(values, pa.binary()), pa.array(partitions, pa.int32()),
+            [pa.array(list(map(Message.value, msgs)), pa.binary()),
+             pa.array(partitions, pa.int32()),
              pa.array(offsets, pa.int64()), pa.array(stamps, pa.int64()),
              pa.array(list(map(Message.key, msgs)), pa.binary())], schema=RECORD_SCHEMA)
         for p in np.unique(partitions).tolist():
             self.next_fetch[p] = int(offsets[partitions == p].max()) + 1
             self.at_eof.discard(p)
             self.quiet_for[p] = 0.0
-        self.buffers.add(rows, values, stamps)
+        self.buffers.add(rows)
         for p in np.unique(partitions).tolist():
             if p not in self.paused and self.buffers.full(p):
                 self._pause(p, True)

@@ -60,6 +60,7 @@ from tripflow.messaging.sink import Batch, SinkBase, Stored, Written, fingerprin
 from tripflow.processing.runlog import logged_run
 from tripflow.records import rules
 from tripflow.records.parser import parse_batch
+from tripflow.records.rawdates import fixed_shape_event_ms
 from tripflow.settings import Settings
 
 log = logging.getLogger("tripflow.bronze")
@@ -112,10 +113,10 @@ def event_dates(values: pa.Array, read_ms: pa.Array) -> pa.Array:
     """The `event_date` partition value of each raw record (date32, null = no usable date).
 
     `read_ms` is when each record was read (its Kafka timestamp), as the parser takes it.
-    Records that start exactly as TripClick writes them (`_FAST_PREFIX`, 13 digits, `)/"`)
-    are read at fixed byte offsets (`_fast_event_ms`); the regex then decides when
-    `"DateCreated"` is the record's first key with a plain `/Date(ms)/` value; anything
-    else (other key orders, escaped keys, odd values, bad records) goes through the real
+    Records that start exactly as TripClick writes them are read at fixed byte offsets
+    (`rawdates.fixed_shape_event_ms`); the regex then decides when `"DateCreated"` is the
+    record's first key with a plain `/Date(ms)/` value; anything else (other key orders,
+    escaped keys, odd values, bad records) goes through the real
     parser, and gets the date of its click or null. A date the parser would reject (before
     2000, more than a day after `read_ms`) is null too, so every dated partition holds
     only dates a click can have.
@@ -128,7 +129,7 @@ def event_dates(values: pa.Array, read_ms: pa.Array) -> pa.Array:
     n = len(values)
     if n == 0:
         return pa.array([], pa.date32())
-    found = [_fast_event_ms(chunk) for chunk in chunks if len(chunk)]
+    found = [fixed_shape_event_ms(chunk) for chunk in chunks if len(chunk)]
     ms = np.concatenate([m for m, _ in found])
     fast = np.concatenate([ok for _, ok in found])
     read = read_ms.to_numpy(zero_copy_only=False)
@@ -148,45 +149,6 @@ def event_dates(values: pa.Array, read_ms: pa.Array) -> pa.Array:
     days[rest] = slow.cast(pa.int32()).fill_null(0).to_numpy()
     known[rest] = slow.is_valid().to_numpy(zero_copy_only=False)
     return pa.array(days, pa.int32(), mask=~known).cast(pa.date32())
-
-
-# `"DateCreated"` first, as every TripClick file writes it: `{"DateCreated": "/Date(` then
-# 13 digits (every date from 2001-09-09 to 2286) and `)/"`. The regex accepts this exact
-# shape too, so the fast path gives what the regex would.
-_FAST_PREFIX = np.frombuffer(b'{"DateCreated": "/Date(', np.uint8)
-_FAST_DIGITS = 13
-_FAST_SUFFIX = np.frombuffer(b')/"', np.uint8)
-_FAST_LEN = len(_FAST_PREFIX) + _FAST_DIGITS + len(_FAST_SUFFIX)
-
-
-def _fast_event_ms(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch ms of each record that starts with the fixed TripClick shape, and which rows
-    did: the heads are cut to one fixed width (Arrow kernels) and compared as a 2-D byte
-    matrix, so there is no per-row Python and no copy of the values."""
-    n = len(values)
-    if n == 0 or not pa.types.is_binary(values.type):
-        return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
-    offsets = np.frombuffer(values.buffers()[1], np.int32)[values.offset:values.offset + n + 1]
-    long_enough = (offsets[1:] - offsets[:-1]) >= _FAST_LEN
-    if values.null_count:
-        long_enough &= values.is_valid().to_numpy(zero_copy_only=False)
-    heads = pc.binary_slice(values, 0, _FAST_LEN)
-    if not long_enough.all():  # short or null rows: a filler that never matches
-        heads = pc.if_else(pa.array(long_enough), heads, _FAST_FILLER)
-    start = int(np.frombuffer(heads.buffers()[1], np.int32)[heads.offset])
-    matrix = np.frombuffer(heads.buffers()[2], np.uint8)[start:start + n * _FAST_LEN]
-    matrix = matrix.reshape(n, _FAST_LEN)
-    digits = matrix[:, len(_FAST_PREFIX):len(_FAST_PREFIX) + _FAST_DIGITS] - np.uint8(48)
-    ok = ((matrix[:, :len(_FAST_PREFIX)] == _FAST_PREFIX).all(axis=1)
-          & (matrix[:, len(_FAST_PREFIX) + _FAST_DIGITS:] == _FAST_SUFFIX).all(axis=1)
-          & (digits <= 9).all(axis=1))  # (uint8: a byte below "0" wraps above 9)
-    # 13 digits as 7 + 6 in int32 (exact, and a quarter of the memory of int64 digits)
-    high = (digits[:, :7].astype(np.int32) @ _POWERS[:7]).astype(np.int64)
-    return high * 1_000_000 + digits[:, 7:].astype(np.int32) @ _POWERS[1:], ok
-
-
-_POWERS = 10 ** np.arange(6, -1, -1, dtype=np.int32)  # 10^6 .. 1
-_FAST_FILLER = pa.scalar(bytes(_FAST_LEN), pa.binary())
 
 
 def _slow_event_dates(values: pa.Array, read_ms: pa.Array) -> pa.Array:
