@@ -65,7 +65,7 @@ def test_event_times_of_a_fetch_are_event_ms_of_each_record() -> None:
     assert NO_TIME not in event_times(pa.array(SAMPLE_LINES, pa.binary()),
                                       np.full(len(SAMPLE_LINES), read, np.int64)).tolist()
     # a slice of a larger array (an offset into its buffers) reads the right rows
-    sliced = pa.array([b"x"] + values, pa.binary()).slice(1)
+    sliced = pa.array([b"x", *values], pa.binary()).slice(1)
     assert (event_times(sliced, np.full(len(values), read, np.int64)) ==
             event_times(pa.array(values, pa.binary()), np.full(len(values), read, np.int64))
             ).all()

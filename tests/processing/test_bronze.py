@@ -65,6 +65,21 @@ def test_no_event_date_when_no_click_can_have_one() -> None:
         None, None, dt.date(2016, 1, 3), None, None, None, None, None]
 
 
+def test_event_dates_of_a_batch_in_chunks_are_those_of_its_rows() -> None:
+    """A batch arrives as one chunk per fetch; the rows the fast path leaves are taken
+    chunk by chunk, and each gets its own date."""
+    plain = [batchkit.record(MS + i * 86_400_000, "s" * 24, i) for i in range(5)]
+    key_later = b'{"SessionId": "abc", "DocumentId": 1, "DateCreated": "/Date(%d)/"}' % MS
+    too_old = batchkit.record(batchkit.at(dt.date(1999, 5, 5), 1), "s" * 24, 1)
+    chunks = [[plain[0], key_later], [], [plain[1]], [too_old, plain[2], None],
+              [plain[3], key_later.replace(b"abc", b"def"), plain[4]]]
+    values = pa.chunked_array([pa.array(c, pa.binary()) for c in chunks], pa.binary())
+    read = pa.array(np.full(len(values), READ_MS + 5 * 86_400_000, np.int64))
+    days = [DAY + dt.timedelta(days=i) for i in range(5)]
+    assert event_dates(values, read).to_pylist() == [
+        days[0], DAY, days[1], None, days[2], None, days[3], DAY, days[4]]
+
+
 def positions(settings: Settings) -> dict[int, list[int]]:
     table = lake.open_table(settings, lake.BRONZE)
     assert table is not None

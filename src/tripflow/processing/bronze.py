@@ -141,14 +141,25 @@ def event_dates(values: pa.Array, read_ms: pa.Array) -> pa.Array:
     days[fast] = (ms[fast] // rules.ONE_DAY_MS).astype(np.int32)
     known = fast.copy()
     rest = np.flatnonzero(~fast)
-    taken = pa.array(rest, pa.int64())
-    doubtful = values.take(taken)
-    if isinstance(doubtful, pa.ChunkedArray):
-        doubtful = doubtful.combine_chunks()
-    slow = _slow_event_dates(doubtful, read_ms.take(taken))
+    slow = _slow_event_dates(_take_from_chunks(chunks, rest),
+                             read_ms.take(pa.array(rest, pa.int64())))
     days[rest] = slow.cast(pa.int32()).fill_null(0).to_numpy()
     known[rest] = slow.is_valid().to_numpy(zero_copy_only=False)
     return pa.array(days, pa.int32(), mask=~known).cast(pa.date32())
+
+
+def _take_from_chunks(chunks: list[pa.Array], rows: np.ndarray) -> pa.Array:
+    """The values at `rows` (ascending) of these chunks read as one array, taken chunk by
+    chunk: a ChunkedArray's take() first glues every chunk together, a copy of the whole
+    batch's values for the few rows taken here."""
+    bounds = np.cumsum([0, *map(len, chunks)])
+    starts, ends = bounds[:-1], bounds[1:]
+    parts = []
+    for chunk, start, low, high in zip(chunks, starts, np.searchsorted(rows, starts),
+                                       np.searchsorted(rows, ends), strict=True):
+        if high > low:
+            parts.append(chunk.take(pa.array(rows[low:high] - start, pa.int64())))
+    return pa.concat_arrays(parts) if parts else pa.array([], chunks[0].type)
 
 
 def _slow_event_dates(values: pa.Array, read_ms: pa.Array) -> pa.Array:
