@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tripflow.processing.alignment import PartitionBuffers, event_ms, event_times
+from tripflow.messaging.sink import RECORD_SCHEMA
+from tripflow.processing.alignment import (
+    _NO_TIME,
+    AlignedBuffers,
+    PartitionBuffers,
+    event_ms,
+    event_times,
+)
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -37,8 +44,6 @@ def test_event_time_is_read_from_the_raw_record() -> None:
 
 SAMPLE_LINES = (Path(__file__).resolve().parents[3]
                 / "shared/data/tripclick_sample_2016-01-01.jsonl").read_bytes().splitlines()
-NO_TIME = -(2**62)
-
 
 def test_event_times_of_a_fetch_are_event_ms_of_each_record() -> None:
     """The vectorised pass gives, record by record, what event_ms gives."""
@@ -60,15 +65,35 @@ def test_event_times_of_a_fetch_are_event_ms_of_each_record() -> None:
         stamps = np.full(len(values), read_ms, np.int64)
         got = event_times(pa.array(values, pa.binary()), stamps)
         want = [event_ms(v, read_ms) for v in values]
-        assert [None if t == NO_TIME else int(t) for t in got] == want
+        assert [None if t == _NO_TIME else int(t) for t in got] == want
     # the samples all took the vectorised path and all have a time
-    assert NO_TIME not in event_times(pa.array(SAMPLE_LINES, pa.binary()),
+    assert _NO_TIME not in event_times(pa.array(SAMPLE_LINES, pa.binary()),
                                       np.full(len(SAMPLE_LINES), read, np.int64)).tolist()
     # a slice of a larger array (an offset into its buffers) reads the right rows
     sliced = pa.array([b"x", *values], pa.binary()).slice(1)
     assert (event_times(sliced, np.full(len(values), read, np.int64)) ==
             event_times(pa.array(values, pa.binary()), np.full(len(values), read, np.int64))
             ).all()
+
+
+def test_a_fetch_of_several_partitions_is_aligned_by_each_record_s_time() -> None:
+    """One fetch mixing partitions: each partition's records keep their own event times
+    (partition 1 is a day ahead, so only partition 0's records may go)."""
+    click = SAMPLE_LINES[0]  # DateCreated 1451606501933
+    ahead = click.replace(b"1451606501933", b"%d" % (1451606501933 + DAY))
+    values = [click, ahead, b"not json", click, ahead]
+    rows = pa.Table.from_arrays(
+        [pa.array(values, pa.binary()), pa.array([0, 1, 0, 0, 1], pa.int32()),
+         pa.array([10, 20, 11, 12, 21], pa.int64()),
+         pa.array([-1, 1451606501933 + 2 * DAY, None, -1, -1], pa.int64()),  # (null: none)
+         pa.array([b"k"] * 5, pa.binary())], schema=RECORD_SCHEMA)
+    buffers = AlignedBuffers(slack_ms=HOUR, capacity=100, stall_s=60)
+    buffers.add(rows)
+    assert (buffers.size(0), buffers.size(1)) == (3, 2)
+    released = buffers.release(100, partitions=[0, 1], may_have_more=lambda p: True, now=0.0)
+    assert [(p, o) for part in released
+            for p, o in zip(part["partition"].to_pylist(), part["offset"].to_pylist(),
+                            strict=True)] == [(0, 10), (0, 11), (0, 12)]
 
 
 def test_a_partition_ahead_waits_for_the_others() -> None:

@@ -215,8 +215,8 @@ class AlignedBuffers:
         self.stall_s = stall_s
 
     def add(self, rows: pa.Table) -> None:
-        times = event_times(rows["value"].combine_chunks(),
-                            rows["timestamp"].combine_chunks().to_numpy())
+        times = event_times(rows["value"].combine_chunks(),  # (a null read time: none)
+                            rows["timestamp"].combine_chunks().fill_null(-1).to_numpy())
         partitions = rows["partition"].to_numpy()
         first = int(partitions[0])
         if (partitions == first).all():

@@ -116,10 +116,10 @@ def event_dates(values: pa.Array, read_ms: pa.Array) -> pa.Array:
     Records that start exactly as TripClick writes them are read at fixed byte offsets
     (`rawdates.fixed_shape_event_ms`); the regex then decides when `"DateCreated"` is the
     record's first key with a plain `/Date(ms)/` value; anything else (other key orders,
-    escaped keys, odd values, bad records) goes through the real
-    parser, and gets the date of its click or null. A date the parser would reject (before
-    2000, more than a day after `read_ms`) is null too, so every dated partition holds
-    only dates a click can have.
+    escaped keys, odd values, bad records) goes through the real parser, and gets the date
+    of its click or null. A date the parser would reject (before 2000, more than a day
+    after `read_ms`) is null too, so every dated partition holds only dates a click can
+    have.
     """
     # The fast path chunk by chunk (no copy of the raw values); the rest in one slow call
     # (the parser has a fixed cost per call).

@@ -4,9 +4,9 @@ Bronze (the partition date) and the stream worker (event-time alignment) need a 
 click time before anything is parsed. Nearly every record starts exactly as TripClick
 writes it: `{"DateCreated": "/Date(` then 13 digits (every date from 2001-09-09 to 2286)
 and `)/"`. For those the time is read at fixed byte offsets with Arrow and numpy kernels,
-no per-row Python; the callers decide the other rows their own (slower) way. Any regex for
-the key's first occurrence (`rules.DATE_CREATED_KEY` + `rules.DATE_CREATED_RAW`) matches
-this exact shape at byte 0, so it finds the same value.
+no per-row Python; the callers decide the other rows their own (slower) way. Their scans
+for the key's first occurrence find the same value in such a record: its first key is
+`DateCreated`, so the leftmost match is there, and its digits end at the `)`.
 """
 
 from __future__ import annotations
