@@ -20,6 +20,10 @@ per committed batch. Prints one JSON object. Targets on the 2-core machine (issu
 
 4. Two workers (`throughput2`): the same topic into a new database, two worker processes
    in the consumer group (as deployed), events_per_s over both; `two_workers_ratio`.
+   Each worker aligns event time across its own partitions only, so reading a backlog one
+   worker can get more than the horizon ahead of the other, whose clicks are then late for
+   hot (counted, left to the batch path, and cheaper than stored ones): `late_for_hot_share`
+   says how many, `stored_per_s` counts the clicks stored in the hot store alone.
 CPU: the worker(s)' user + sys seconds (start-up included) and the bench PostgreSQL
 server's over the run, per event (steadier than wall time on a shared machine).
 
@@ -220,6 +224,8 @@ def throughput(data: Path, env: dict[str, str], settings: Any, work: Path, home:
                "wall_s": round(time.time() - started, 1), "batches": len(commits),
                "new": total("new"), "duplicates": total("duplicates"),
                "late_for_hot": total("late_for_hot"), "quarantined": total("quarantined"),
+               "late_for_hot_share": round(total("late_for_hot") / records, 3),
+               "stored_per_s": round(total("new") / seconds),
                "fenced_batches": total("fenced_batches"),
                # CPU (user + sys) of the worker(s), start-up included, and of PostgreSQL
                # over the run: less noisy than wall time on a shared machine
