@@ -18,9 +18,9 @@ import pyarrow.compute as pc
 _PREFIX = np.frombuffer(b'{"DateCreated": "/Date(', np.uint8)
 _DIGITS = 13
 _SUFFIX = np.frombuffer(b')/"', np.uint8)
-FIXED_LEN = len(_PREFIX) + _DIGITS + len(_SUFFIX)
+_FIXED_LEN = len(_PREFIX) + _DIGITS + len(_SUFFIX)
 _POWERS = 10 ** np.arange(6, -1, -1, dtype=np.int32)  # 10^6 .. 1
-_FILLER = pa.scalar(bytes(FIXED_LEN), pa.binary())
+_FILLER = pa.scalar(bytes(_FIXED_LEN), pa.binary())
 
 
 def fixed_shape_event_ms(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -31,15 +31,15 @@ def fixed_shape_event_ms(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     if n == 0 or not pa.types.is_binary(values.type):
         return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
     offsets = np.frombuffer(values.buffers()[1], np.int32)[values.offset:values.offset + n + 1]
-    long_enough = (offsets[1:] - offsets[:-1]) >= FIXED_LEN
+    long_enough = (offsets[1:] - offsets[:-1]) >= _FIXED_LEN
     if values.null_count:
         long_enough &= values.is_valid().to_numpy(zero_copy_only=False)
-    heads = pc.binary_slice(values, 0, FIXED_LEN)
+    heads = pc.binary_slice(values, 0, _FIXED_LEN)
     if not long_enough.all():  # short or null rows: a filler that never matches
         heads = pc.if_else(pa.array(long_enough), heads, _FILLER)
     start = int(np.frombuffer(heads.buffers()[1], np.int32)[heads.offset])
-    matrix = np.frombuffer(heads.buffers()[2], np.uint8)[start:start + n * FIXED_LEN]
-    matrix = matrix.reshape(n, FIXED_LEN)
+    matrix = np.frombuffer(heads.buffers()[2], np.uint8)[start:start + n * _FIXED_LEN]
+    matrix = matrix.reshape(n, _FIXED_LEN)
     digits = matrix[:, len(_PREFIX):len(_PREFIX) + _DIGITS] - np.uint8(48)
     ok = ((matrix[:, :len(_PREFIX)] == _PREFIX).all(axis=1)
           & (matrix[:, len(_PREFIX) + _DIGITS:] == _SUFFIX).all(axis=1)
