@@ -154,6 +154,24 @@ def test_a_record_dated_far_ahead_holds_its_partition_only_for_a_while() -> None
     assert out == ["p0@0", "p0@1", "p0@2"] and buffers.forced == {0}
 
 
+def test_a_partition_held_in_part_but_moving_is_never_released_regardless() -> None:
+    """The stall limit is for a first record held that long, not for a partition that
+    keeps releasing records while the rest of its buffer waits for a slower one."""
+    buffers = PartitionBuffers(slack_ms=HOUR, capacity=100)
+    fill(buffers, 0, [h * HOUR for h in range(30)])
+    for step in range(1, 16):  # partition 1 moves an hour every 2 s: partition 0 follows
+        fill(buffers, 1, [step * HOUR], first=step)
+        out = names(buffers.release(buffers.bound([0, 1], lambda p: True), 100,
+                                    now=2.0 * step, stall_s=10))
+        assert buffers.forced == set()
+        assert f"p0@{step + 1}" in out and f"p0@{step + 2}" not in out
+    # partition 1 stops: partition 0's first record held now goes 10 s later, not before
+    assert names(buffers.release(buffers.bound([0, 1], lambda p: True), 100, now=39.0,
+                                 stall_s=10)) == []
+    assert len(names(buffers.release(buffers.bound([0, 1], lambda p: True), 100, now=40.0,
+                                     stall_s=10))) == 30 - 17 and buffers.forced == {0}
+
+
 def test_a_partition_fetched_in_chunks_releases_like_one_buffer() -> None:
     buffers = PartitionBuffers(slack_ms=0, capacity=100)
     fill(buffers, 0, [5, 50])
@@ -164,3 +182,60 @@ def test_a_partition_fetched_in_chunks_releases_like_one_buffer() -> None:
     assert buffers.size(0) == 2 and buffers.seen[0] == 60
     assert names(buffers.release(10**12, 1)) == ["p0@3", "p0@4"]  # p0@4 goes with 60
     assert buffers.size() == 0
+
+
+def records(partition: int, first_offset: int, times: list[int]) -> pa.Table:
+    """One fetch of a partition: sample clicks re-dated to `times` (epoch ms)."""
+    click = SAMPLE_LINES[0]  # DateCreated 1451606501933
+    values = [click.replace(b"1451606501933", b"%d" % t) for t in times]
+    n = len(times)
+    return pa.Table.from_arrays(
+        [pa.array(values, pa.binary()), pa.array([partition] * n, pa.int32()),
+         pa.array(range(first_offset, first_offset + n), pa.int64()),
+         pa.array([-1] * n, pa.int64()), pa.array([b"k"] * n, pa.binary())],
+        schema=RECORD_SCHEMA)
+
+
+def offsets(released: list[pa.Table]) -> list[int]:
+    return [o for part in released for o in part["offset"].to_pylist()]
+
+
+def test_another_worker_s_partition_behind_holds_this_one_s_records() -> None:
+    """Alignment across workers: this worker (partition 0, read to its end) releases
+    records only up to the slack past where the other worker's partition 5 still has
+    records to write; what it publishes counts its records until they are written."""
+    t0 = 1451606501933
+    peer: dict[int, int | None] = {5: None}  # partition 5: assigned, nothing fetched yet
+    published: list[dict[int, tuple[int | None, bool]]] = []
+
+    def exchange(own: dict[int, tuple[int | None, bool]]) -> dict[int, int | None]:
+        published.append(own)
+        return dict(peer)
+
+    buffers = AlignedBuffers(slack_ms=HOUR, capacity=100, stall_s=60, peers=exchange)
+    buffers.add(records(0, 0, [t0, t0 + 2 * HOUR, t0 + 10 * HOUR]))
+    release = lambda: offsets(buffers.release(  # noqa: E731
+        100, partitions=[0], may_have_more=lambda p: False, now=0.0))
+    assert release() == []  # the peer has fetched nothing yet: it may have anything
+    assert published[-1] == {0: (t0, True)}
+    peer[5] = t0
+    assert release() == [0]
+    # offset 0 is in flight: its time still counts in what this worker publishes
+    assert published[-1] == {0: (t0, True)}
+    buffers.written({0: 1})
+    assert published[-1] == {0: (t0 + 2 * HOUR, True)}
+    peer[5] = t0 + 9 * HOUR
+    assert release() == [1, 2]  # 10 h is within the slack past 9 h
+    buffers.written({0: 3})
+    # nothing left to write and nothing more to fetch: it holds nobody back
+    assert published[-1] == {0: (t0 + 10 * HOUR, False)}
+    # a peer far behind holds only until the stall limit (a worker that hangs)
+    buffers.add(records(0, 3, [t0 + 20 * HOUR]))
+    peer[5] = t0
+    assert offsets(buffers.release(100, partitions=[0], may_have_more=lambda p: False,
+                                   now=100.0)) == []
+    assert offsets(buffers.release(100, partitions=[0], may_have_more=lambda p: False,
+                                   now=160.0)) == [3]
+    # a revoked partition's records in flight no longer count
+    buffers.drop(0)
+    assert buffers.progress() == {0: (None, False)}

@@ -195,3 +195,29 @@ def test_concurrent_workers_lose_no_update(pg_dsn: str, lines: list[bytes]) -> N
         thread.join()
     assert errors == []
     assert_marts_equal(pg_dsn, clicks, records=len(lines), bad=bad)
+
+
+def test_workers_exchange_their_partitions_event_time_progress(pg_dsn: str) -> None:
+    """Each worker publishes its partitions' progress and reads the others' that still have
+    records to come, refreshed in the last few seconds, of its own group and topic."""
+    a, b = HotStore(pg_dsn, "clicks"), HotStore(pg_dsn, "clicks")
+    other_topic = HotStore(pg_dsn, "other")
+    try:
+        assert a.exchange_progress({0: (1000, True), 1: (None, True), 2: (5000, False)},
+                                   5.0) == {}
+        assert b.exchange_progress({3: (2000, True)}, 5.0) == {0: 1000, 1: None}
+        assert a.exchange_progress({0: (1500, True), 1: (900, True), 2: (5000, False)},
+                                   5.0) == {3: 2000}
+        assert b.exchange_progress({3: (2500, True)}, 5.0) == {0: 1500, 1: 900}
+        assert other_topic.exchange_progress({0: (1, True)}, 5.0) == {}
+        # a row not refreshed for longer than the freshness limit no longer counts
+        with psycopg.connect(pg_dsn) as conn:
+            conn.execute("update tripflow.hot_progress set updated_at = now() - "
+                         "interval '6 seconds' where topic = 'clicks' and partition = 3")
+        assert a.exchange_progress({0: (1500, True), 1: (900, True)}, 5.0) == {}
+        # partition 1 moved to worker b (a rebalance): a reads what b publishes for it now
+        assert b.exchange_progress({1: (950, True), 3: (2600, False)}, 5.0) == {0: 1500}
+        assert a.exchange_progress({0: (1600, True)}, 5.0) == {1: 950}
+    finally:
+        for store in (a, b, other_topic):
+            store.close()

@@ -31,6 +31,9 @@ class Buffers(Protocol):
                 may_have_more: Callable[[int], bool], now: float) -> list[pa.Table]:
         """Take up to about `limit` records for the next batch."""
 
+    def written(self, ends: dict[int, int]) -> None:
+        """A batch was written: partition -> the next offset now stored."""
+
 
 class FifoBuffers:
     """Records in arrival order, all released at once; never full."""
@@ -64,3 +67,6 @@ class FifoBuffers:
                 may_have_more: Callable[[int], bool], now: float) -> list[pa.Table]:
         out, self.chunks, self._size = self.chunks, [], 0
         return out
+
+    def written(self, ends: dict[int, int]) -> None:
+        pass

@@ -621,7 +621,9 @@ class ExactlyOnceConsumer:
             return
         self.stats.batches += 1
         self.stats.last_write_at = time.monotonic()
-        self.to_commit.update({p: e.next_offset for p, e in batch.ends.items()})
+        written = {p: e.next_offset for p, e in batch.ends.items()}
+        self.to_commit.update(written)
+        self.buffers.written(written)
         self.sink.written(batch, result)
         if self.metrics is not None:
             self.metrics.written(batch)

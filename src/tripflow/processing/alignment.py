@@ -13,7 +13,12 @@ by every partition that may still have unread records (their next records cannot
 older than what they gave so far). Partitions whose buffer is full are paused at the
 broker until it drains; nothing is ever dropped or re-read. When every partition is caught
 up (the live case), every buffered record is released at once, so alignment costs no
-latency. A partition held back too long (a click dated far ahead) is released anyway.
+latency. A partition whose first record is held back too long (a click dated far ahead) is
+released anyway.
+
+Several workers share the clock, so the partitions other workers read count too: each
+worker publishes its partitions' progress in PostgreSQL and reads the others'
+(`AlignedBuffers`, `tripflow.processing.stream_sink.HotSink.exchange_progress`).
 
 Event times come from the raw bytes, without parsing: at fixed offsets for records of the
 exact TripClick shape (`rawdates`, a whole fetch at once), else by a scan for `DateCreated`;
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
@@ -94,6 +100,12 @@ class _Buffer:
         first = int(self.chunks[0][0][0])
         return None if first == _NO_TIME else first
 
+    def earliest(self) -> int | None:
+        """The earliest event time among the records (None when none has one)."""
+        least = min((int(times[times != _NO_TIME].min(initial=_ALWAYS))
+                     for times, _ in self.chunks), default=_ALWAYS)
+        return None if least == _ALWAYS else least
+
     def prefix_times(self) -> np.ndarray:
         """For each record: the greatest event time up to it (non-decreasing; a record
         goes with a bound iff this time is within it)."""
@@ -101,9 +113,11 @@ class _Buffer:
             return np.empty(0, np.int64)
         return np.maximum.accumulate(np.concatenate([times for times, _ in self.chunks]))
 
-    def take(self, count: int) -> list[pa.Table]:
-        """Remove and return the first `count` records (zero-copy slices)."""
+    def take(self, count: int) -> tuple[list[pa.Table], int]:
+        """Remove and return the first `count` records (zero-copy slices), and the earliest
+        event time among them (_ALWAYS when none has one)."""
         out: list[pa.Table] = []
+        earliest = _ALWAYS
         while count > 0:
             times, rows = self.chunks[0]
             if count >= len(times):
@@ -114,9 +128,11 @@ class _Buffer:
                 self.chunks[0] = (times[count:], rows.slice(count))
                 out.append(rows.slice(0, count))
                 taken = count
+            given = times[:taken]
+            earliest = min(earliest, int(given[given != _NO_TIME].min(initial=_ALWAYS)))
             count -= taken
             self.size -= taken
-        return out
+        return out, earliest
 
 
 class PartitionBuffers:
@@ -130,6 +146,8 @@ class PartitionBuffers:
         self.seen: dict[int, int] = {}  # greatest event time buffered per partition
         self._blocked_since: dict[int, float] = {}  # first record held by the bound since
         self.forced: set[int] = set()  # released regardless by the last release()
+        # earliest event time among each partition's records given by the last release()
+        self.released_earliest: dict[int, int] = {}
 
     def extend(self, partition: int, times: Sequence[int | None] | np.ndarray,
                rows: pa.Table) -> None:
@@ -154,6 +172,11 @@ class PartitionBuffers:
 
     def full(self, partition: int) -> bool:
         return self.size(partition) >= self.capacity
+
+    def earliest(self, partition: int) -> int | None:
+        """The earliest event time among a partition's buffered records (None: none)."""
+        buffer = self._buffers.get(partition)
+        return buffer.earliest() if buffer is not None else None
 
     def drop(self, partition: int) -> None:
         """Forget a partition's buffer and progress (revoked, or re-read from elsewhere)."""
@@ -194,25 +217,56 @@ class PartitionBuffers:
             going = {p: int(np.searchsorted(times, cut, side="right"))
                      for p, times in prefix.items()}
         out: list[pa.Table] = []
+        self.released_earliest = {}
         for p, buffer in self._buffers.items():
-            out.extend(buffer.take(buffer.size if p in self.forced else going[p]))
+            taken, earliest = buffer.take(buffer.size if p in self.forced else going[p])
+            out.extend(taken)
+            if earliest != _ALWAYS:
+                self.released_earliest[p] = earliest
             head = buffer.head_time()
-            if head is not None and head > bound:  # held by alignment, not by the limit
-                self._blocked_since.setdefault(p, now)
-            else:
+            if head is None or head <= bound:  # not held by alignment (maybe by the limit)
                 self._blocked_since.pop(p, None)
+            elif taken:  # records went: the first one held now waits from now on
+                self._blocked_since[p] = now
+            else:
+                self._blocked_since.setdefault(p, now)
         return out
+
+
+# Other workers' partitions (see AlignedBuffers): given this worker's progress per
+# partition (event time, records still to come), publishes it and returns the other
+# partitions' that still have records to come (partition -> event time or None).
+Peers = Callable[[dict[int, tuple[int | None, bool]]], dict[int, int | None]]
+# While other workers' partitions hold back every buffered record: how long to wait
+# before asking again (their progress only shows once they publish it).
+PEER_WAIT_S = 0.02
 
 
 class AlignedBuffers:
     """The consumer loop's buffers for the hot path (see tripflow.messaging.buffers):
     fetched rows are split by partition with their event times into PartitionBuffers and
-    released up to the bound that the partitions which may still have records allow."""
+    released up to the bound that the partitions which may still have records allow.
 
-    def __init__(self, slack_ms: int, capacity: int, stall_s: float) -> None:
+    With `peers`, those include the other workers' partitions: each worker publishes, for
+    each of its partitions that still has records to come, about where they start in event
+    time (the earliest of its records fetched and not yet written, buffered or in a batch
+    in flight, else the latest fetched), and no worker releases records beyond the slack
+    past any of them. Without that, a worker reading a backlog runs ahead of a slower one
+    by more than the horizon, and the slower one's clicks all arrive late for hot.
+    """
+
+    def __init__(self, slack_ms: int, capacity: int, stall_s: float,
+                 peers: Peers | None = None) -> None:
         self.parts = PartitionBuffers(slack_ms, capacity)
         self.capacity = capacity
         self.stall_s = stall_s
+        self.peers = peers
+        self.peer_bound = _ALWAYS  # as of the last exchange with the peers
+        self._assigned: list[int] = []
+        self._more: dict[int, bool] = {}  # may_have_more per partition, last release
+        self._published: dict[int, bool] = {}  # records to come, as last published
+        # released, not known to be written yet: (last offset, earliest event time) per batch
+        self._inflight: dict[int, deque[tuple[int, int]]] = {}
 
     def add(self, rows: pa.Table) -> None:
         times = event_times(rows["value"].combine_chunks(),  # (a null read time: none)
@@ -221,10 +275,14 @@ class AlignedBuffers:
         first = int(partitions[0])
         if (partitions == first).all():
             self.parts.extend(first, times, rows)
-            return
-        for p in np.unique(partitions).tolist():
-            at = np.flatnonzero(partitions == p)
-            self.parts.extend(p, times[at], rows.take(pa.array(at)))
+            fetched = [first]
+        else:
+            fetched = np.unique(partitions).tolist()
+            for p in fetched:
+                at = np.flatnonzero(partitions == p)
+                self.parts.extend(p, times[at], rows.take(pa.array(at)))
+        if any(not self._published.get(p, False) for p in fetched):
+            self._exchange()  # records for a partition said to be read to its end: say so
 
     def size(self, partition: int | None = None) -> int:
         return self.parts.size(partition)
@@ -234,14 +292,66 @@ class AlignedBuffers:
 
     def drop(self, partition: int) -> None:
         self.parts.drop(partition)
+        self._inflight.pop(partition, None)  # written by now, or to be read again
+
+    def written(self, ends: dict[int, int]) -> None:
+        """A batch was written: partition -> the next offset now stored."""
+        for p, next_offset in ends.items():
+            queue = self._inflight.get(p)
+            while queue and queue[0][0] < next_offset:
+                queue.popleft()
+        self._exchange()
+
+    def progress(self) -> dict[int, tuple[int | None, bool]]:
+        """What this worker publishes for each of its partitions: about where its records
+        still to be written start in event time, and whether there are any."""
+        out: dict[int, tuple[int | None, bool]] = {}
+        for p in self._assigned:
+            times = [t for _, t in self._inflight.get(p, ())]
+            buffered = self.parts.earliest(p)
+            if buffered is not None:
+                times.append(buffered)
+            if times:
+                out[p] = (min(times), True)
+            else:
+                out[p] = (self.parts.seen.get(p), self._more.get(p, True))
+        return out
+
+    def _exchange(self) -> None:
+        if self.peers is None or not self._assigned:
+            return
+        progress = self.progress()
+        self._published = {p: pending for p, (_, pending) in progress.items()}
+        others = self.peers(progress)
+        self.peer_bound = min(((_NO_TIME if t is None else t) + self.parts.slack_ms
+                               for t in others.values()), default=_ALWAYS)
 
     def release(self, limit: int, *, partitions: list[int],
                 may_have_more: Callable[[int], bool], now: float) -> list[pa.Table]:
         parts = self.parts
-        released = parts.release(parts.bound(partitions, may_have_more), limit, now=now,
+        self._assigned = partitions
+        self._more = {p: may_have_more(p) for p in partitions}
+        self._exchange()
+        own = parts.bound(partitions, self._more.__getitem__)
+        released = parts.release(min(own, self.peer_bound), limit, now=now,
                                  stall_s=self.stall_s)
         if parts.forced:
             log.warning("event-time alignment: partition(s) %s held back for %.0f s (a "
-                        "record dated far ahead of the other partitions?); released "
-                        "regardless", sorted(parts.forced), self.stall_s)
+                        "record dated far ahead, or another worker's partitions far "
+                        "behind?); released regardless", sorted(parts.forced), self.stall_s)
+        if self.peers is not None:
+            self._track(released)
+            if not released and self.peer_bound < own and parts.size():
+                time.sleep(PEER_WAIT_S)  # the peers hold everything: let them catch up
         return released
+
+    def _track(self, released: list[pa.Table]) -> None:
+        """Remember the released records of each partition as in flight until written."""
+        last: dict[int, int] = {}
+        for rows in released:  # each one partition's, in offset order
+            p = rows["partition"][0].as_py()
+            last[p] = max(last.get(p, -1), rows["offset"][-1].as_py())
+        for p, offset in last.items():
+            earliest = self.parts.released_earliest.get(p)
+            if earliest is not None:
+                self._inflight.setdefault(p, deque()).append((offset, earliest))

@@ -118,7 +118,7 @@ def _statements(name: str) -> list[str]:
 _SQL = {name: _statements(f"{name}.sql") for name in (
     "hot_session", "hot_lock_offsets", "hot_insert", "hot_save_offsets", "hot_register",
     "hot_advance", "hot_partitions", "hot_state", "hot_create_partition", "hot_prune",
-    "hot_batch",
+    "hot_batch", "hot_progress",
 )}
 _BATCH_BEGIN, _BATCH_LOCK, _BATCH_CLOCK, _BATCH_COPY, _BATCH_REFRESH_LOCK = _SQL["hot_batch"]
 
@@ -241,6 +241,21 @@ class HotStore:
             rows = conn.execute(_SQL["hot_register"][1], params).fetchall()
         return {partition: (next_offset, fingerprint)
                 for partition, next_offset, fingerprint in rows}
+
+    def exchange_progress(self, own: dict[int, tuple[int | None, bool]],
+                          fresh_s: float) -> dict[int, int | None]:
+        """Publish this worker's partitions' progress (partition -> greatest event time
+        fetched, may have more) and return the other partitions' that may have more and
+        were published in the last `fresh_s` seconds (partition -> event time or None).
+        See migration 0022."""
+        partitions = sorted(own)
+        params = {"group": self.options.group_id, "topic": self.topic,
+                  "partitions": partitions, "event_ms": [own[p][0] for p in partitions],
+                  "more": [own[p][1] for p in partitions], "fresh_s": fresh_s}
+        conn = self.conn
+        with conn.transaction():
+            rows = conn.execute(_SQL["hot_progress"][0], params).fetchall()
+        return dict(rows)
 
     # -- partitions of the store ----------------------------------------------------------
 

@@ -17,6 +17,9 @@ Any number of workers may run in the consumer group `tripflow-hot`: partitions a
 over them, each commit is fenced on the stored offsets (a batch read by a worker that
 lost its partition meanwhile is rolled back and re-read from the stored offset), and
 refreshes are serialised by an advisory lock, so N workers give the same marts as one.
+Reading a backlog, each worker also waits for the others' partitions in event time (their
+progress is exchanged in PostgreSQL, see `tripflow.processing.alignment`), so a fast worker
+does not push the clock so far ahead that a slower one's clicks arrive late for hot.
 `StreamOptions.partitions` assigns partitions directly instead (no group: no join delay,
 for a single worker or fixed assignments); exactly-once holds the same way.
 
@@ -54,7 +57,7 @@ from tripflow.messaging.consumer import (
     parse_partitions,
 )
 from tripflow.messaging.sink import fingerprint
-from tripflow.processing.alignment import AlignedBuffers
+from tripflow.processing.alignment import AlignedBuffers, Peers
 from tripflow.processing.hotstore import DEFAULT_GROUP, BatchCounts, HotOptions
 from tripflow.processing.stream_sink import HotSink, prepare_db
 from tripflow.processing.stream_status import HotStatus, PartitionStatus, hot_status
@@ -193,11 +196,11 @@ class StreamWorker:
                 "fetch.queue.backoff.ms": 10,
             })
 
-    def buffers(self) -> AlignedBuffers:
+    def buffers(self, peers: Peers | None = None) -> AlignedBuffers:
         slack = self.options.horizon / 2
         return AlignedBuffers(slack_ms=int(slack / timedelta(milliseconds=1)),
                               capacity=max(2_000, self.options.batch_max_records // 4),
-                              stall_s=STALL_LIMIT_S)
+                              stall_s=STALL_LIMIT_S, peers=peers)
 
     def run(self) -> StreamSummary:
         started = time.monotonic()
@@ -214,7 +217,8 @@ class StreamWorker:
                      self.options.horizon, self.options.batch_max_records,
                      self.options.batch_max_ms)
             loop = ExactlyOnceConsumer(self.settings, self.consumer_options(), sink,
-                                       self.buffers(), stop=self.stop, on_tick=self._progress,
+                                       self.buffers(sink.exchange_progress), stop=self.stop,
+                                       on_tick=self._progress,
                                        metrics=self.metrics)
             stats = loop.run()
             self.summary.stopped = stats.stopped

@@ -51,6 +51,9 @@ log = logging.getLogger("tripflow.stream")
 # whole needs ~10 MB more at its peak than in slices of 4,096.
 PARSE_SLICE = 20_000
 _MAX_BACKOFF_S = 10.0
+# Event-time progress published by a worker that has not refreshed it for this long (it
+# stopped, hangs, or lost the partition) no longer holds the others back.
+PEER_FRESH_S = 5.0
 
 
 def first_line(err: BaseException) -> str:
@@ -126,7 +129,8 @@ class HotSink(SinkBase):
         self.summary = summary
         self.on_commit = on_commit
         self.store = HotStore(dsn, topic, hot)  # the writer thread's connection
-        self.control = HotStore(dsn, topic, hot)  # the main thread's (positions)
+        self.control = HotStore(dsn, topic, hot)  # the main thread's (positions, progress)
+        self._progress_retry_at = 0.0
 
     def connect(self) -> None:
         with_db(self.store, "connecting", lambda store: store.conn, self.stop)
@@ -139,6 +143,22 @@ class HotSink(SinkBase):
         stored = with_db(self.control, "reading stored offsets",
                          lambda s: s.register(partitions), self.stop)
         return {p: Stored(offset, fp) for p, (offset, fp) in stored.items()}
+
+    def exchange_progress(self, own: dict[int, tuple[int | None, bool]]
+                          ) -> dict[int, int | None]:
+        """Event-time progress with the other workers (alignment.Peers). Advisory: while
+        PostgreSQL fails, no peer holds anything back (retried after a while)."""
+        if time.monotonic() < self._progress_retry_at:
+            return {}
+        try:
+            return self.control.exchange_progress(own, PEER_FRESH_S)
+        except psycopg.Error as err:
+            self.control.reset()
+            self._progress_retry_at = time.monotonic() + _MAX_BACKOFF_S
+            log.warning("cannot exchange event-time progress with other workers (%s); "
+                        "aligning on this worker's partitions only for %.0f s",
+                        first_line(err), _MAX_BACKOFF_S)
+            return {}
 
     def log_replaced(self, partition: int, why: str) -> None:
         log.error("!!! partition %d of %s: %s. The broker's log was replaced (an embedded "
