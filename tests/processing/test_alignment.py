@@ -236,6 +236,69 @@ def test_another_worker_s_partition_behind_holds_this_one_s_records() -> None:
                                    now=100.0)) == []
     assert offsets(buffers.release(100, partitions=[0], may_have_more=lambda p: False,
                                    now=160.0)) == [3]
-    # a revoked partition's records in flight no longer count
+    # a revoked partition is no longer published, nor its records in flight
     buffers.drop(0)
-    assert buffers.progress() == {0: (None, False)}
+    assert buffers.progress() == {}
+    # where its records start is the first one's time: a late click deep in the buffer
+    # (late anyway) does not hold the other workers back
+    buffers.add(records(0, 10, [t0 + 30 * HOUR, t0 + HOUR, t0 + 31 * HOUR]))
+    assert release() == []
+    assert buffers.progress() == {0: (t0 + 30 * HOUR, True)}
+
+
+def test_two_workers_reading_a_backlog_never_hold_each_other_for_good(monkeypatch) -> None:
+    """Two workers' AlignedBuffers exchanging progress through a shared table (as the hot
+    store's hot_progress does), each with two partitions of 20 days of clicks in order,
+    plus clicks arriving up to 3 days late and one dated 10 days ahead. They finish without
+    the stall limit, and no in-order click (but those behind the one dated ahead) is
+    released later than the horizon (twice the slack) behind the greatest time released
+    before it."""
+    import pyarrow.compute as pc
+
+    monkeypatch.setattr("tripflow.processing.alignment.PEER_WAIT_S", 0.0)
+    rng = np.random.default_rng(5)
+    t0 = 1451606501933
+    table: dict[int, tuple[int | None, bool]] = {}
+
+    def exchange_for(mine: set[int]):
+        def exchange(own: dict[int, tuple[int | None, bool]]) -> dict[int, int | None]:
+            table.update(own)
+            return {p: t for p, (t, pending) in table.items() if p not in mine and pending}
+        return exchange
+
+    workers = [AlignedBuffers(slack_ms=DAY, capacity=10**6, stall_s=10,
+                              peers=exchange_for(set(parts))) for parts in ([0, 1], [2, 3])]
+    in_order: set[tuple[int, int]] = set()
+    for w, parts in enumerate(([0, 1], [2, 3])):
+        for p in parts:
+            times = np.sort(rng.integers(t0, t0 + 20 * DAY, 2000))
+            in_order.update((p, o) for o in range(2000))
+            late = rng.choice(2000, 40, replace=False)
+            times[late] -= rng.integers(HOUR, 3 * DAY, 40)
+            in_order.difference_update((p, int(o)) for o in late)
+            if p == 1:
+                # dated far ahead of everything: it and the clicks behind it wait for the
+                # others (as with one worker), whose clock then leaves those behind
+                times[700] = t0 + 30 * DAY
+                in_order.difference_update((p, o) for o in range(700, 2000))
+            for first in range(0, 2000, 500):  # fetched in slices
+                workers[w].add(records(p, first, times[first:first + 500].tolist()))
+    clock, behind = 0, []
+    for _round in range(10_000):
+        if not any(w.size() for w in workers):
+            break
+        for w, parts in zip(workers, ([0, 1], [2, 3]), strict=True):
+            released = w.release(300, partitions=parts, may_have_more=lambda p: False,
+                                 now=0.0)
+            assert not w.parts.forced
+            for rows in released:
+                p = rows["partition"][0].as_py()
+                ms = event_times(rows["value"].combine_chunks(),
+                                 np.full(rows.num_rows, -1, np.int64))
+                for o, t in zip(rows["offset"].to_pylist(), ms.tolist(), strict=True):
+                    if (p, o) in in_order and t < clock - 2 * DAY:
+                        behind.append((p, o))
+                clock = max(clock, int(ms.max()))
+                w.written({p: int(pc.max(rows["offset"]).as_py()) + 1})
+    assert not any(w.size() for w in workers)
+    assert behind == []

@@ -436,13 +436,18 @@ class ExactlyOnceConsumer:
         opts = self.options
         start = time.monotonic()
         deadline: float | None = None
+        polled = False
         while not self.stop.is_set():
             now = time.monotonic()
             timeout = opts.wait_s - (now - start) if deadline is None else deadline - now
             size = self.buffers.size()
             if timeout <= 0 or (size and all(
                     p in self.paused or p in self.at_eof for p in self.expected)):
-                break  # due, or records wait and nothing more can arrive now
+                if polled:
+                    break  # due, or records wait and nothing more can arrive now
+                # Still serve the client once (rebalances, errors, the poll interval): a
+                # worker whose records wait for other workers' partitions comes here often.
+                timeout = 0.0
             room = opts.fetch_slice
             if opts.close_when_full:
                 if size >= opts.batch_max_records:
@@ -452,6 +457,7 @@ class ExactlyOnceConsumer:
             # consume() waits for its whole timeout unless it fills num_messages: short
             # slices, so a batch closes right at its deadline.
             got = self.consumer.consume(num_messages=room, timeout=min(timeout, opts.poll_s))
+            polled = True
             fetching = time.monotonic() - fetching
             for p in self.expected:
                 if p not in self.paused:

@@ -82,6 +82,12 @@ def event_times(values: pa.Array, read_ms: np.ndarray) -> np.ndarray:
     return times
 
 
+def _first_timed(times: np.ndarray) -> int:
+    """The first event time in `times` that is one (_ALWAYS: none is)."""
+    timed = np.flatnonzero(times != _NO_TIME)
+    return int(times[timed[0]]) if len(timed) else _ALWAYS
+
+
 class _Buffer:
     """One partition's waiting records: FIFO chunks of (event times, rows)."""
 
@@ -100,11 +106,13 @@ class _Buffer:
         first = int(self.chunks[0][0][0])
         return None if first == _NO_TIME else first
 
-    def earliest(self) -> int | None:
-        """The earliest event time among the records (None when none has one)."""
-        least = min((int(times[times != _NO_TIME].min(initial=_ALWAYS))
-                     for times, _ in self.chunks), default=_ALWAYS)
-        return None if least == _ALWAYS else least
+    def first_time(self) -> int | None:
+        """Event time of the first record that has one (None: none has)."""
+        for times, _ in self.chunks:
+            timed = _first_timed(times)
+            if timed != _ALWAYS:
+                return timed
+        return None
 
     def prefix_times(self) -> np.ndarray:
         """For each record: the greatest event time up to it (non-decreasing; a record
@@ -114,10 +122,10 @@ class _Buffer:
         return np.maximum.accumulate(np.concatenate([times for times, _ in self.chunks]))
 
     def take(self, count: int) -> tuple[list[pa.Table], int]:
-        """Remove and return the first `count` records (zero-copy slices), and the earliest
-        event time among them (_ALWAYS when none has one)."""
+        """Remove and return the first `count` records (zero-copy slices), and the event
+        time of the first of them that has one (_ALWAYS when none has)."""
         out: list[pa.Table] = []
-        earliest = _ALWAYS
+        first = _ALWAYS
         while count > 0:
             times, rows = self.chunks[0]
             if count >= len(times):
@@ -128,11 +136,11 @@ class _Buffer:
                 self.chunks[0] = (times[count:], rows.slice(count))
                 out.append(rows.slice(0, count))
                 taken = count
-            given = times[:taken]
-            earliest = min(earliest, int(given[given != _NO_TIME].min(initial=_ALWAYS)))
+            if first == _ALWAYS:
+                first = _first_timed(times[:taken])
             count -= taken
             self.size -= taken
-        return out, earliest
+        return out, first
 
 
 class PartitionBuffers:
@@ -146,8 +154,8 @@ class PartitionBuffers:
         self.seen: dict[int, int] = {}  # greatest event time buffered per partition
         self._blocked_since: dict[int, float] = {}  # first record held by the bound since
         self.forced: set[int] = set()  # released regardless by the last release()
-        # earliest event time among each partition's records given by the last release()
-        self.released_earliest: dict[int, int] = {}
+        # event time of the first record with one given by the last release(), per partition
+        self.released_first: dict[int, int] = {}
 
     def extend(self, partition: int, times: Sequence[int | None] | np.ndarray,
                rows: pa.Table) -> None:
@@ -173,10 +181,10 @@ class PartitionBuffers:
     def full(self, partition: int) -> bool:
         return self.size(partition) >= self.capacity
 
-    def earliest(self, partition: int) -> int | None:
-        """The earliest event time among a partition's buffered records (None: none)."""
+    def first_time(self, partition: int) -> int | None:
+        """Event time of a partition's first buffered record that has one (None: none)."""
         buffer = self._buffers.get(partition)
-        return buffer.earliest() if buffer is not None else None
+        return buffer.first_time() if buffer is not None else None
 
     def drop(self, partition: int) -> None:
         """Forget a partition's buffer and progress (revoked, or re-read from elsewhere)."""
@@ -217,12 +225,12 @@ class PartitionBuffers:
             going = {p: int(np.searchsorted(times, cut, side="right"))
                      for p, times in prefix.items()}
         out: list[pa.Table] = []
-        self.released_earliest = {}
+        self.released_first = {}
         for p, buffer in self._buffers.items():
-            taken, earliest = buffer.take(buffer.size if p in self.forced else going[p])
+            taken, first = buffer.take(buffer.size if p in self.forced else going[p])
             out.extend(taken)
-            if earliest != _ALWAYS:
-                self.released_earliest[p] = earliest
+            if first != _ALWAYS:
+                self.released_first[p] = first
             head = buffer.head_time()
             if head is None or head <= bound:  # not held by alignment (maybe by the limit)
                 self._blocked_since.pop(p, None)
@@ -248,16 +256,19 @@ class AlignedBuffers:
     released up to the bound that the partitions which may still have records allow.
 
     With `peers`, those include the other workers' partitions: each worker publishes, for
-    each of its partitions that still has records to come, about where they start in event
-    time (the earliest of its records fetched and not yet written, buffered or in a batch
-    in flight, else the latest fetched), and no worker releases records beyond the slack
+    each of its partitions that still has records to come, where they start in event time
+    (the time of the first of its records fetched and not yet written, in a batch in flight
+    or buffered, else the latest fetched), and no worker releases records beyond the slack
     past any of them. Without that, a worker reading a backlog runs ahead of a slower one
-    by more than the horizon, and the slower one's clicks all arrive late for hot.
+    by more than the horizon, and the slower one's clicks all arrive late for hot. (The
+    first record, not the earliest: records go in that order, and a late click deep in a
+    buffer, late anyway, must not hold the other workers back.)
     """
 
     def __init__(self, slack_ms: int, capacity: int, stall_s: float,
-                 peers: Peers | None = None) -> None:
+                 peers: Peers | None = None, peer_slack_ms: int | None = None) -> None:
         self.parts = PartitionBuffers(slack_ms, capacity)
+        self.peer_slack_ms = slack_ms if peer_slack_ms is None else peer_slack_ms
         self.capacity = capacity
         self.stall_s = stall_s
         self.peers = peers
@@ -265,7 +276,7 @@ class AlignedBuffers:
         self._assigned: list[int] = []
         self._more: dict[int, bool] = {}  # may_have_more per partition, last release
         self._published: dict[int, bool] = {}  # records to come, as last published
-        # released, not known to be written yet: (last offset, earliest event time) per batch
+        # released, not known to be written yet: (last offset, first event time) per batch
         self._inflight: dict[int, deque[tuple[int, int]]] = {}
 
     def add(self, rows: pa.Table) -> None:
@@ -293,6 +304,9 @@ class AlignedBuffers:
     def drop(self, partition: int) -> None:
         self.parts.drop(partition)
         self._inflight.pop(partition, None)  # written by now, or to be read again
+        # not published as this worker's any more (revoked; a seek adds it back at once)
+        self._assigned = [p for p in self._assigned if p != partition]
+        self._more.pop(partition, None)
 
     def written(self, ends: dict[int, int]) -> None:
         """A batch was written: partition -> the next offset now stored."""
@@ -303,16 +317,14 @@ class AlignedBuffers:
         self._exchange()
 
     def progress(self) -> dict[int, tuple[int | None, bool]]:
-        """What this worker publishes for each of its partitions: about where its records
-        still to be written start in event time, and whether there are any."""
+        """What this worker publishes for each of its partitions: where its records still
+        to be written start in event time, and whether there are any."""
         out: dict[int, tuple[int | None, bool]] = {}
         for p in self._assigned:
-            times = [t for _, t in self._inflight.get(p, ())]
-            buffered = self.parts.earliest(p)
-            if buffered is not None:
-                times.append(buffered)
-            if times:
-                out[p] = (min(times), True)
+            inflight = self._inflight.get(p)
+            start = inflight[0][1] if inflight else self.parts.first_time(p)
+            if start is not None:
+                out[p] = (start, True)
             else:
                 out[p] = (self.parts.seen.get(p), self._more.get(p, True))
         return out
@@ -323,7 +335,7 @@ class AlignedBuffers:
         progress = self.progress()
         self._published = {p: pending for p, (_, pending) in progress.items()}
         others = self.peers(progress)
-        self.peer_bound = min(((_NO_TIME if t is None else t) + self.parts.slack_ms
+        self.peer_bound = min(((_NO_TIME if t is None else t) + self.peer_slack_ms
                                for t in others.values()), default=_ALWAYS)
 
     def release(self, limit: int, *, partitions: list[int],
@@ -352,6 +364,6 @@ class AlignedBuffers:
             p = rows["partition"][0].as_py()
             last[p] = max(last.get(p, -1), rows["offset"][-1].as_py())
         for p, offset in last.items():
-            earliest = self.parts.released_earliest.get(p)
-            if earliest is not None:
-                self._inflight.setdefault(p, deque()).append((offset, earliest))
+            first = self.parts.released_first.get(p)
+            if first is not None:
+                self._inflight.setdefault(p, deque()).append((offset, first))

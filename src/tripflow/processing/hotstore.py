@@ -244,10 +244,10 @@ class HotStore:
 
     def exchange_progress(self, own: dict[int, tuple[int | None, bool]],
                           fresh_s: float) -> dict[int, int | None]:
-        """Publish this worker's partitions' progress (partition -> greatest event time
-        fetched, may have more) and return the other partitions' that may have more and
-        were published in the last `fresh_s` seconds (partition -> event time or None).
-        See migration 0022."""
+        """Publish this worker's partitions' progress (partition -> where its records still
+        to be written start in event time, whether there are any) and return the other
+        partitions' that have records to come, published in the last `fresh_s` seconds
+        (partition -> event time or None). See migration 0022 and `alignment`."""
         partitions = sorted(own)
         params = {"group": self.options.group_id, "topic": self.topic,
                   "partitions": partitions, "event_ms": [own[p][0] for p in partitions],

@@ -8,8 +8,9 @@ create unlogged table if not exists tripflow.hot_progress (
     consumer_group text        not null,
     topic          text        not null,
     partition      integer     not null,
-    event_ms       bigint,      -- greatest event time fetched (epoch ms; null: none yet)
-    may_have_more  boolean     not null,  -- records not fetched yet may wait at the broker
+    event_ms       bigint,      -- where its records still to be written start (epoch ms;
+                                -- null: none fetched yet)
+    may_have_more  boolean     not null,  -- records to come: unwritten, or maybe unfetched
     updated_at     timestamptz not null,
     primary key (consumer_group, topic, partition)
 );
