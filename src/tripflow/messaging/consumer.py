@@ -443,11 +443,13 @@ class ExactlyOnceConsumer:
             size = self.buffers.size()
             if timeout <= 0 or (size and all(
                     p in self.paused or p in self.at_eof for p in self.expected)):
-                if polled:
-                    break  # due, or records wait and nothing more can arrive now
-                # Still serve the client once (rebalances, errors, the poll interval): a
-                # worker whose records wait for other workers' partitions comes here often.
-                timeout = 0.0
+                if not polled:
+                    # Serve the client once all the same (rebalances, errors, the poll
+                    # interval): a worker whose records wait for other workers' partitions
+                    # comes here at once, again and again.
+                    self._accept(self.consumer.consume(num_messages=opts.fetch_slice,
+                                                       timeout=0))
+                break  # due, or records wait and nothing more can arrive now
             room = opts.fetch_slice
             if opts.close_when_full:
                 if size >= opts.batch_max_records:
