@@ -256,9 +256,6 @@ def test_two_workers_reading_a_backlog_never_hold_each_other_for_good(monkeypatc
     import pyarrow.compute as pc
 
     monkeypatch.setattr("tripflow.processing.alignment.PEER_WAIT_S", 0.0)
-    # rounds take microseconds here: a worker alone exchanges on every one, as it does
-    # every ALONE_EXCHANGE_S in real time
-    monkeypatch.setattr("tripflow.processing.alignment.ALONE_EXCHANGE_S", 0.0)
     rng = np.random.default_rng(5)
     t0 = 1451606501933
     table: dict[int, tuple[int | None, bool]] = {}

@@ -248,10 +248,6 @@ Peers = Callable[[dict[int, tuple[int | None, bool]]], dict[int, int | None]]
 # While other workers' partitions hold back every buffered record: how long to wait
 # before asking again (their progress only shows once they publish it).
 PEER_WAIT_S = 0.02
-# While no other worker's partition has records to come, progress is exchanged at most this
-# often (a partition that starts to have records is published at once): one worker alone
-# read a backlog 13 % slower exchanging twice a batch.
-ALONE_EXCHANGE_S = 0.25
 
 
 class AlignedBuffers:
@@ -277,7 +273,6 @@ class AlignedBuffers:
         self.stall_s = stall_s
         self.peers = peers
         self.peer_bound = _ALWAYS  # as of the last exchange with the peers
-        self._exchanged_at = -1e9
         self._assigned: list[int] = []
         self._more: dict[int, bool] = {}  # may_have_more per partition, last release
         self._published: dict[int, bool] = {}  # records to come, as last published
@@ -298,7 +293,7 @@ class AlignedBuffers:
                 at = np.flatnonzero(partitions == p)
                 self.parts.extend(p, times[at], rows.take(pa.array(at)))
         if any(not self._published.get(p, False) for p in fetched):
-            self._exchange(force=True)  # records for a partition said to have none: say so
+            self._exchange()  # records for a partition said to have none: say so at once
 
     def size(self, partition: int | None = None) -> int:
         return self.parts.size(partition)
@@ -334,14 +329,12 @@ class AlignedBuffers:
                 out[p] = (self.parts.seen.get(p), self._more.get(p, True))
         return out
 
-    def _exchange(self, *, force: bool = False) -> None:
+    def _exchange(self) -> None:
+        # At every release and write, even alone: a worker cannot tell when another one
+        # starts on other partitions (a throttle while alone let one run a whole backlog
+        # ahead of a peer that had just started).
         if self.peers is None or not self._assigned:
             return
-        now = time.monotonic()
-        if not force and self.peer_bound == _ALWAYS and \
-                now - self._exchanged_at < ALONE_EXCHANGE_S:
-            return
-        self._exchanged_at = now
         progress = self.progress()
         self._published = {p: pending for p, (_, pending) in progress.items()}
         others = self.peers(progress)
