@@ -136,7 +136,7 @@ def test_hot_store_rekeyed_on_event_time_keeps_its_clicks_and_dedup(
         for key, ts, offset in [("a1", "2016-01-01 10:00Z", 1), ("b2", "2016-01-01 09:00Z", 2),
                                 ("a1", "2016-01-01 10:00Z", 3)]:
             conn.execute(HOT_INSERT, (key, ts, offset))
-    monkeypatch.setattr(db, "migrations", lambda: every)
+    monkeypatch.setattr(db, "migrations", lambda: [m for m in every if m.version <= 21])
 
     assert db.migrate(blank_pg_dsn) == ["0021_hot_clicks_time_key.sql"]
     with psycopg.connect(blank_pg_dsn, autocommit=True) as conn:
