@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tripflow.messaging.sink import RECORD_SCHEMA
 from tripflow.processing.alignment import (
@@ -253,8 +254,6 @@ def test_two_workers_reading_a_backlog_never_hold_each_other_for_good(monkeypatc
     the stall limit, and no in-order click (but those behind the one dated ahead) is
     released later than the horizon (twice the slack) behind the greatest time released
     before it."""
-    import pyarrow.compute as pc
-
     monkeypatch.setattr("tripflow.processing.alignment.PEER_WAIT_S", 0.0)
     rng = np.random.default_rng(5)
     t0 = 1451606501933
