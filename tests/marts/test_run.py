@@ -4,6 +4,7 @@ catalogue, and the reconciliation of the hot traffic-minute mart."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import shutil
 from pathlib import Path
 
@@ -161,6 +162,41 @@ def test_catalogue_titles_and_its_load(settings: Settings, built: list[batchkit.
     want = batchkit.expected_marts(batchkit.truth(built).clicks,
                                    {100: "Catalogue title\nwith a second line", 101: ""})
     assert found == {r[1]: r[2] for r in want["mart_popular_documents"] if r[0] == D1}
+
+
+@pytest.mark.parametrize("how", ["from-postgres", "from-lake", "read-all"])
+def test_catalogue_titles_follow_the_current_dimension_however_they_are_read(
+        settings: Settings, built: list[batchkit.Sent], tmp_path: Path, how: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # dim_documents' current title wins when not blank, also for a document the catalogue
+    # does not list; a blank, closed or deleted version leaves the catalogue's title.
+    if how == "from-lake":
+        monkeypatch.setattr(articles_module, "_LOOKUP_DOCUMENTS", 0)
+    if how == "read-all":  # a backfill: the whole catalogue read once, sorted by id
+        monkeypatch.setattr(importlib.import_module("tripflow.marts.run"),
+                            "_READ_ALL_ARTICLES_ROWS", 0)
+    path = tmp_path / "allarticles.txt"
+    write_articles([(100, "Catalogue 100", None), (101, "Catalogue 101", None),
+                    (102, "Catalogue 102", None), (900, "Never clicked", None)], path)
+    load_articles(settings, path)
+    versions = [(100, 1, "Old 100", False, False), (100, 2, "Edited 100,\n\"quoted\"", True, False),
+                (101, 1, "  ", True, False), (102, 1, "Deleted 102", False, True),
+                (105, 1, "Only in the dimension", True, False), (106, 1, None, True, False)]
+    with connect(settings) as conn:
+        for doc, version, title, current, deleted in versions:
+            conn.execute("insert into dim_documents (document_id, version, title, valid_from, "
+                         "is_current, is_deleted, source_lsn) values (%s, %s, %s, now(), %s, "
+                         "%s, 1)", (doc, version, title, current, deleted))
+    run_marts(settings, [D1])
+    with connect(settings) as conn:
+        found = dict(conn.execute("select document_id, title from mart_popular_documents "
+                                  "where event_date = %s", (D1,)).fetchall())
+    titles = {100: "Edited 100,\n\"quoted\"", 101: "Catalogue 101", 102: "Catalogue 102",
+              105: "Only in the dimension", 900: "Never clicked"}
+    want = batchkit.expected_marts(batchkit.truth(built).clicks, titles)
+    assert found == {r[1]: r[2] for r in want["mart_popular_documents"] if r[0] == D1}
+    assert (found[100], found[101], found[102], found[105]) == (
+        "Edited 100,\n\"quoted\"", "Catalogue 101", "Catalogue 102", "Only in the dimension")
 
 
 def test_backfill_runs_silver_then_marts(settings: Settings) -> None:

@@ -15,3 +15,8 @@ where d.is_current and d.document_id = any(%(ids)s) and btrim(coalesce(d.title, 
 -- name: current_titles
 select document_id, title from dim_documents
 where is_current and document_id = any(%(ids)s) and btrim(coalesce(title, '')) <> '';
+
+-- name: all_current_titles
+-- The same titles for every document at once (a backfill reads them once).
+copy (select document_id, title from dim_documents
+      where is_current and btrim(coalesce(title, '')) <> '') to stdout (format csv);
