@@ -116,12 +116,15 @@ WITH cleaned AS (
         END AS doc
     FROM tripflow_parse_batch
 ), fields AS (
-    SELECT bad_encoding, read_ms, doc, is_object,
-        unnest(CASE WHEN is_object THEN from_json(doc, '{
+    -- Each text is read once: an object's fields by from_json (NULL when not JSON);
+    -- json_valid only for the texts that are not objects, to tell not_json from not_object.
+    SELECT bad_encoding, read_ms, doc,
+        CASE WHEN parsed IS NOT NULL THEN true WHEN json_valid(doc) THEN false END AS is_object,
+        unnest(parsed)
+    FROM (SELECT *, CASE WHEN starts_with(doc, '{') THEN try(from_json(doc, '{
             "DateCreated": "VARCHAR", "SessionId": "JSON", "DocumentId": "JSON",
             "Url": "VARCHAR", "Title": "VARCHAR", "DOI": "VARCHAR", "ClinicalAreas": "VARCHAR",
-            "Keywords": "VARCHAR", "Documents": "JSON"}') END)
-    FROM (SELECT *, CASE WHEN json_valid(doc) THEN starts_with(doc, '{') END AS is_object
+            "Keywords": "VARCHAR", "Documents": "JSON"}')) END AS parsed
           FROM cleaned)
 ), typed AS (
     SELECT *,
