@@ -107,12 +107,7 @@ class LoadedArticles:
             return
         catalogue = self.dataset.to_table(columns=["document_id", "title"])
         with db.connect(self.settings) as conn:
-            current = _all_current_titles(conn).cast(catalogue.schema)
-        if current.num_rows:
-            listed_elsewhere = pc.is_in(catalogue.column("document_id"),
-                                        value_set=current.column("document_id"))
-            catalogue = pa.concat_tables([catalogue.filter(pc.invert(listed_elsewhere)),
-                                          current])
+            catalogue = _with_current(catalogue, _all_current_titles(conn))
         self.everything = catalogue.take(pc.sort_indices(catalogue.column("document_id")))
         self._sorted_ids = self.everything.column("document_id").to_numpy()
 
@@ -140,13 +135,17 @@ class LoadedArticles:
         with db.connect(self.settings) as conn:
             found = conn.execute(_TITLES["current_titles"],
                                  {"ids": wanted.to_pylist()}).fetchall()
-        if not found:
-            return listed
-        # The dimension's titles win, also for documents the catalogue does not list.
-        current = _table(found)
-        keep = pc.invert(pc.is_in(listed.column("document_id"),
-                                  value_set=current.column("document_id")))
-        return pa.concat_tables([listed.filter(keep), current.cast(listed.schema)])
+        return _with_current(listed, _table(found))
+
+
+def _with_current(listed: pa.Table, current: pa.Table) -> pa.Table:
+    """The catalogue's `listed` titles with the dimension's `current` ones winning, also for
+    documents the catalogue does not list (the rule `titles` in articles.sql applies)."""
+    if not current.num_rows:
+        return listed
+    keep = pc.invert(pc.is_in(listed.column("document_id"),
+                              value_set=current.column("document_id")))
+    return pa.concat_tables([listed.filter(keep), current.cast(listed.schema)])
 
 
 def _all_current_titles(conn: psycopg.Connection) -> pa.Table:
